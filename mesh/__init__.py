@@ -1,0 +1,1 @@
+"""The shared runtime every brokermesh service is built on."""

@@ -1,0 +1,1 @@
+"""Control plane: owns runtime controls such as the kill switch and degradation mode."""

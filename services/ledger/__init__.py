@@ -1,0 +1,1 @@
+"""Ledger: publishes committed events to NATS, projects the order view and serves queries."""

@@ -1,0 +1,1 @@
+"""OMS validation: buying power, account status and permissions, eligibility, restrictions."""

@@ -1,0 +1,1 @@
+"""Order entry: accepts orders and drives them through validation, risk and routing."""

@@ -1,0 +1,38 @@
+"""Every service of the platform, in the order ``brokermesh up`` starts them."""
+
+from __future__ import annotations
+
+from brokermesh.mesh.manifest import ServiceManifest
+from brokermesh.services.control_plane.manifest import MANIFEST as CONTROL_PLANE
+from brokermesh.services.gateway.manifest import MANIFEST as GATEWAY
+from brokermesh.services.ledger.manifest import MANIFEST as LEDGER
+from brokermesh.services.oms.manifest import MANIFEST as OMS
+from brokermesh.services.order_entry.manifest import MANIFEST as ORDER_ENTRY
+from brokermesh.services.risk.manifest import MANIFEST as RISK
+from brokermesh.services.router.manifest import MANIFEST as ROUTER
+from brokermesh.services.trade_capture.manifest import MANIFEST as TRADE_CAPTURE
+from brokermesh.services.venue_gateway.manifest import MANIFEST as VENUE_GATEWAY
+from brokermesh.services.venue_sim.manifest import MANIFESTS as VENUES
+
+#: Dependencies first: venues and the control plane, then the path from the
+#: far end (trade capture) back to the edge (gateway).
+MANIFESTS: tuple[ServiceManifest, ...] = (
+    CONTROL_PLANE,
+    *VENUES,
+    LEDGER,
+    TRADE_CAPTURE,
+    VENUE_GATEWAY,
+    OMS,
+    RISK,
+    ROUTER,
+    ORDER_ENTRY,
+    GATEWAY,
+)
+
+
+def by_name(name: str) -> ServiceManifest:
+    """Return the manifest called ``name``; raise KeyError naming it otherwise."""
+    for manifest in MANIFESTS:
+        if manifest.name == name:
+            return manifest
+    raise KeyError(f"no service named {name!r}")

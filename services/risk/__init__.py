@@ -1,0 +1,1 @@
+"""Pre-trade risk: deterministic limits every order passes before it may route."""

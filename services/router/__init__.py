@@ -1,0 +1,1 @@
+"""Smart order router: picks a venue by price, fees and venue health."""

@@ -1,0 +1,1 @@
+"""Trade capture: turns venues'\'' execution reports into fill events."""

@@ -1,0 +1,11 @@
+"""Manifest of the trade-capture service: its plane, port, and the services it calls."""
+
+from brokermesh.mesh.manifest import Backend, Plane, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="trade-capture",
+    plane=Plane.DATA,
+    grpc_port=50056,
+    serves=("brokermesh.trading.v1.TradeCaptureService",),
+    backends=(Backend.POSTGRES,),
+)
