@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from brokermesh.mesh.clients import ClientFactory
+from brokermesh.mesh.config import ServiceSettings, parse_upstreams
 from brokermesh.mesh.manifest import ServiceManifest
 from brokermesh.services.control_plane.manifest import MANIFEST as CONTROL_PLANE
 from brokermesh.services.gateway.manifest import MANIFEST as GATEWAY
@@ -36,3 +38,13 @@ def by_name(name: str) -> ServiceManifest:
         if manifest.name == name:
             return manifest
     raise KeyError(f"no service named {name!r}")
+
+
+def clients_for(manifest: ServiceManifest, settings: ServiceSettings) -> ClientFactory:
+    """A client factory for ``manifest``: callees at their default loopback ports,
+    overridden by ``settings.upstreams``."""
+    addresses = {m.name: f"127.0.0.1:{m.grpc_port}" for m in MANIFESTS}
+    addresses.update(parse_upstreams(settings.upstreams))
+    return ClientFactory(
+        manifest, addresses, serves={m.name: m.serves for m in MANIFESTS}
+    )

@@ -1,4 +1,4 @@
-"""Contract tests for the Protobuf sources vendored under ``proto/vendor``.
+"""Contract tests for the Protobuf sources vendored under ``proto/`` (buf/validate, google/api).
 
 ``buf/validate/validate.proto`` was reconstructed from the FileDescriptorProto that the
 protovalidate wheel embeds in its generated module, so it must compile back to exactly that
@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-VENDOR_DIR = REPO_ROOT / "proto" / "vendor"
+VENDOR_DIR = REPO_ROOT / "proto"
 VALIDATE_PROTO = "buf/validate/validate.proto"
 
 

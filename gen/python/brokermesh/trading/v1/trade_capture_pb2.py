@@ -26,7 +26,7 @@ from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/trading/v1/trade_capture.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"\xa8\x03\n\x16RecordExecutionRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\x44\n\x04kind\x18\x02 \x01(\x0e\x32$.brokermesh.trading.v1.ExecutionKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04kind\x12/\n\x04\x66ill\x18\x03 \x01(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x04\x66ill\x12\x38\n\x13\x63umulative_quantity\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x12\x63umulativeQuantity\x12\x30\n\x0fleaves_quantity\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0eleavesQuantity\x12\x14\n\x05venue\x18\x06 \x01(\tR\x05venue\x12$\n\x0evenue_order_id\x18\x07 \x01(\tR\x0cvenueOrderId\x12\x12\n\x04text\x18\x08 \x01(\tR\x04text\x12 \n\x07\x65xec_id\x18\t \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x06\x65xecId\"n\n\x17RecordExecutionResponse\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1a\n\x08recorded\x18\x02 \x01(\x08R\x08recorded*\xa4\x01\n\rExecutionKind\x12\x1e\n\x1a\x45XECUTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XECUTION_KIND_ACKNOWLEDGED\x10\x01\x12\x17\n\x13\x45XECUTION_KIND_FILL\x10\x02\x12\x1b\n\x17\x45XECUTION_KIND_REJECTED\x10\x03\x12\x1c\n\x18\x45XECUTION_KIND_CANCELLED\x10\x04\x32\x87\x01\n\x13TradeCaptureService\x12p\n\x0fRecordExecution\x12-.brokermesh.trading.v1.RecordExecutionRequest\x1a..brokermesh.trading.v1.RecordExecutionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/trading/v1/trade_capture.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"\xa8\x03\n\x16RecordExecutionRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\x44\n\x04kind\x18\x02 \x01(\x0e\x32$.brokermesh.trading.v1.ExecutionKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04kind\x12/\n\x04\x66ill\x18\x03 \x01(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x04\x66ill\x12\x38\n\x13\x63umulative_quantity\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x12\x63umulativeQuantity\x12\x30\n\x0fleaves_quantity\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0eleavesQuantity\x12\x14\n\x05venue\x18\x06 \x01(\tR\x05venue\x12$\n\x0evenue_order_id\x18\x07 \x01(\tR\x0cvenueOrderId\x12\x12\n\x04text\x18\x08 \x01(\tR\x04text\x12 \n\x07\x65xec_id\x18\t \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x06\x65xecId\"n\n\x17RecordExecutionResponse\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1a\n\x08recorded\x18\x02 \x01(\x08R\x08recorded*\xa4\x01\n\rExecutionKind\x12\x1e\n\x1a\x45XECUTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XECUTION_KIND_ACKNOWLEDGED\x10\x01\x12\x17\n\x13\x45XECUTION_KIND_FILL\x10\x02\x12\x1b\n\x17\x45XECUTION_KIND_REJECTED\x10\x03\x12\x1c\n\x18\x45XECUTION_KIND_CANCELLED\x10\x04\x32\x8c\x01\n\x13TradeCaptureService\x12u\n\x0fRecordExecution\x12-.brokermesh.trading.v1.RecordExecutionRequest\x1a..brokermesh.trading.v1.RecordExecutionResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEXECUTIONREQUEST'].fields_by_name['leaves_quantity']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_RECORDEXECUTIONREQUEST'].fields_by_name['exec_id']._loaded_options = None
   _globals['_RECORDEXECUTIONREQUEST'].fields_by_name['exec_id']._serialized_options = b'\272H\004r\002\020\001'
+  _globals['_TRADECAPTURESERVICE'].methods_by_name['RecordExecution']._loaded_options = None
+  _globals['_TRADECAPTURESERVICE'].methods_by_name['RecordExecution']._serialized_options = b'\220\002\002'
   _globals['_EXECUTIONKIND']._serialized_start=672
   _globals['_EXECUTIONKIND']._serialized_end=836
   _globals['_RECORDEXECUTIONREQUEST']._serialized_start=133
@@ -50,5 +52,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEXECUTIONRESPONSE']._serialized_start=559
   _globals['_RECORDEXECUTIONRESPONSE']._serialized_end=669
   _globals['_TRADECAPTURESERVICE']._serialized_start=839
-  _globals['_TRADECAPTURESERVICE']._serialized_end=974
+  _globals['_TRADECAPTURESERVICE']._serialized_end=979
 # @@protoc_insertion_point(module_scope)

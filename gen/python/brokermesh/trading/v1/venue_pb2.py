@@ -27,7 +27,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/trading/v1/venue.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x10SendOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\"H\n\x11SendOrderResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\x13\n\x11ListVenuesRequest\"@\n\x0bVenueStatus\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x1b\n\tlogged_on\x18\x02 \x01(\x08R\x08loggedOn\"P\n\x12ListVenuesResponse\x12:\n\x06venues\x18\x01 \x03(\x0b\x32\".brokermesh.trading.v1.VenueStatusR\x06venues2\xd8\x01\n\x13VenueGatewayService\x12^\n\tSendOrder\x12\'.brokermesh.trading.v1.SendOrderRequest\x1a(.brokermesh.trading.v1.SendOrderResponse\x12\x61\n\nListVenues\x12(.brokermesh.trading.v1.ListVenuesRequest\x1a).brokermesh.trading.v1.ListVenuesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/trading/v1/venue.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x10SendOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\"H\n\x11SendOrderResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\x13\n\x11ListVenuesRequest\"@\n\x0bVenueStatus\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x1b\n\tlogged_on\x18\x02 \x01(\x08R\x08loggedOn\"P\n\x12ListVenuesResponse\x12:\n\x06venues\x18\x01 \x03(\x0b\x32\".brokermesh.trading.v1.VenueStatusR\x06venues2\xdd\x01\n\x13VenueGatewayService\x12^\n\tSendOrder\x12\'.brokermesh.trading.v1.SendOrderRequest\x1a(.brokermesh.trading.v1.SendOrderResponse\x12\x66\n\nListVenues\x12(.brokermesh.trading.v1.ListVenuesRequest\x1a).brokermesh.trading.v1.ListVenuesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDORDERREQUEST'].fields_by_name['order']._serialized_options = b'\272H\003\310\001\001'
   _globals['_SENDORDERREQUEST'].fields_by_name['venue']._loaded_options = None
   _globals['_SENDORDERREQUEST'].fields_by_name['venue']._serialized_options = b'\272H\016r\0142\n^[A-Z]{4}$'
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['ListVenues']._loaded_options = None
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['ListVenues']._serialized_options = b'\220\002\001'
   _globals['_SENDORDERREQUEST']._serialized_start=157
   _globals['_SENDORDERREQUEST']._serialized_end=276
   _globals['_SENDORDERRESPONSE']._serialized_start=278
@@ -49,5 +51,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTVENUESRESPONSE']._serialized_start=439
   _globals['_LISTVENUESRESPONSE']._serialized_end=519
   _globals['_VENUEGATEWAYSERVICE']._serialized_start=522
-  _globals['_VENUEGATEWAYSERVICE']._serialized_end=738
+  _globals['_VENUEGATEWAYSERVICE']._serialized_end=743
 # @@protoc_insertion_point(module_scope)

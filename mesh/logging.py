@@ -1,0 +1,68 @@
+"""Structured JSON logging with the request's trace, correlation and order ids attached."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+#: Ids of the request being served; set by the server pipeline and the gateway.
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "correlation_id", default=""
+)
+order_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("order_id", default="")
+
+#: Attributes of a LogRecord that are not user-supplied ``extra`` fields.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}
+
+#: Keys that must never reach a log line, whatever a caller passes in ``extra``.
+_REDACTED = frozenset({"authorization", "token", "password", "secret", "ssn", "tax_id"})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, service, logger, message, ids and extras."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, var in (
+            ("trace_id", trace_id_var),
+            ("correlation_id", correlation_id_var),
+            ("order_id", order_id_var),
+        ):
+            value = var.get()
+            if value:
+                entry[key] = value
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = "[redacted]" if key.lower() in _REDACTED else value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure(service: str, level: str = "INFO") -> None:
+    """Send every log record to stderr as JSON; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter at INFO (connection lifecycle) drowns the request lines.
+    for noisy in ("asyncio", "nats", "uvicorn.access", "grpc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

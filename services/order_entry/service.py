@@ -1,0 +1,278 @@
+"""Order entry: accepts an order and drives it through validation, risk, routing and the venue.
+
+The service owns each order's stream until the order reaches a venue. It
+calls OMS validation, pre-trade risk and the router in turn, then records
+every state change so far in one transaction (one fsync on the hot path),
+and only then hands the order to the venue gateway: an order is never at a
+venue without its ROUTED event on disk. Refusals (rejected, blocked) are
+events too, recorded the same way, and answered normally rather than as
+errors. A repeated (account, client order id) returns the original order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import grpc
+
+from brokermesh.common.v1.common_pb2 import (
+    ACTOR_TYPE_ADVISOR,
+    ACTOR_TYPE_SYSTEM,
+    DECISION_RESULT_FAIL,
+    Actor,
+    PolicyDecision,
+)
+from brokermesh.domain import events as order_events
+from brokermesh.domain import eventstore, states
+from brokermesh.events.v1.order_events_pb2 import OrderEvent
+from brokermesh.mesh.clients import ClientFactory
+from brokermesh.mesh.controls import ControlsWatcher
+from brokermesh.mesh.logging import order_id_var
+from brokermesh.mesh.telemetry import PREVENUE_SEGMENT_SECONDS, current_trace_id
+from brokermesh.services.order_entry.ids import OrderIds, format_order_id
+from brokermesh.trading.v1 import (
+    order_entry_pb2,
+    order_entry_pb2_grpc,
+    risk_pb2,
+    risk_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+    validation_pb2,
+    validation_pb2_grpc,
+    venue_pb2,
+    venue_pb2_grpc,
+)
+from brokermesh.trading.v1.order_pb2 import Order
+
+_LOGGER = logging.getLogger(__name__)
+
+PLATFORM = Actor(type=ACTOR_TYPE_SYSTEM, id="order-entry")
+
+_SEGMENTS = {
+    name: PREVENUE_SEGMENT_SECONDS.labels(name)
+    for name in ("oms_validation", "pre_trade_risk", "routing", "venue_handoff")
+}
+
+_FIND_REQUEST = """
+SELECT order_id FROM order_requests WHERE account_id = $1 AND client_order_id = $2
+"""
+
+
+class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
+    """The OrderEntryService servicer."""
+
+    def __init__(self, pool: asyncpg.Pool, clients: ClientFactory, controls: ControlsWatcher,
+                 *, recent_requests: int) -> None:
+        self._pool = pool
+        self._ids = OrderIds(pool)
+        self._controls = controls
+        self._oms = clients.stub("oms", validation_pb2_grpc.OrderValidationServiceStub)
+        self._risk = clients.stub("risk", risk_pb2_grpc.PreTradeRiskServiceStub)
+        self._router = clients.stub("router", routing_pb2_grpc.SmartOrderRouterServiceStub)
+        self._venues = clients.stub("venue-gateway", venue_pb2_grpc.VenueGatewayServiceStub)
+        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._recent_limit = recent_requests
+
+    async def SubmitOrder(
+        self, request: order_entry_pb2.SubmitOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_entry_pb2.SubmitOrderResponse:
+        key = (request.account_id, request.client_order_id)
+        known = self._recent.get(key)
+        if known is not None:
+            return await self._duplicate(known)
+
+        order = await self._accept(request)
+        order_id_var.set(order.order_id)
+        trail = _Trail(order, Actor(type=ACTOR_TYPE_ADVISOR, id=request.advisor_id))
+        trail.add(states.NEW)
+
+        venue = await self._decide(trail)
+        try:
+            await self._record(trail)
+        except _Duplicate as duplicate:
+            self._remember(key, duplicate.order_id)
+            return await self._duplicate(duplicate.order_id)
+        self._remember(key, order.order_id)
+
+        if venue:
+            await self._hand_to_venue(trail, venue)
+        _LOGGER.info("order %s %s", order.order_id, states.name(trail.state),
+                     extra={"account_id": order.account_id, "state": states.name(trail.state)})
+        return trail.response()
+
+    async def _accept(self, request: order_entry_pb2.SubmitOrderRequest) -> Order:
+        now = datetime.now(UTC)
+        order = Order(
+            order_id=format_order_id(now.date(), await self._ids.next_number()),
+            client_order_id=request.client_order_id,
+            account_id=request.account_id,
+            advisor_id=request.advisor_id,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            limit_price=request.limit_price,
+            time_in_force=request.time_in_force,
+            trace_id=current_trace_id(),
+        )
+        order.accepted_at.FromDatetime(now)
+        return order
+
+    async def _decide(self, trail: _Trail) -> str:
+        """Run the controls in order; return the chosen venue, or "" once refused."""
+        if self._controls.halted:
+            reason = self._controls.current.reason or "no reason given"
+            trail.add(states.REJECTED, actor=PLATFORM,
+                      reason=f"trading is halted by the control plane: {reason}")
+            return ""
+
+        started = time.perf_counter()
+        validation = await self._oms.ValidateOrder(
+            validation_pb2.ValidateOrderRequest(order=trail.order)
+        )
+        _SEGMENTS["oms_validation"].observe(time.perf_counter() - started)
+        if not validation.passed:
+            trail.add(states.REJECTED, decisions=validation.decisions, actor=PLATFORM,
+                      reason=_failures(validation.decisions))
+            return ""
+        trail.add(states.VALIDATED, decisions=validation.decisions, actor=PLATFORM)
+
+        started = time.perf_counter()
+        risk = await self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order))
+        _SEGMENTS["pre_trade_risk"].observe(time.perf_counter() - started)
+        if not risk.approved:
+            trail.add(states.BLOCKED, decisions=risk.decisions, actor=PLATFORM,
+                      reason=_failures(risk.decisions))
+            return ""
+        trail.add(states.RISK_APPROVED, decisions=risk.decisions, actor=PLATFORM)
+
+        started = time.perf_counter()
+        try:
+            route = await self._router.RouteOrder(
+                routing_pb2.RouteOrderRequest(order=trail.order)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            trail.add(states.REJECTED, actor=PLATFORM, reason=f"not routable: {exc.details()}")
+            return ""
+        finally:
+            _SEGMENTS["routing"].observe(time.perf_counter() - started)
+        trail.add(states.ROUTED, actor=PLATFORM, venue=route.venue, reason=route.reason)
+        return route.venue
+
+    async def _record(self, trail: _Trail) -> None:
+        order = trail.order
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO order_requests (account_id, client_order_id, order_id) "
+                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING order_id",
+                order.account_id, order.client_order_id, order.order_id,
+            )
+            if inserted is None:
+                existing = await conn.fetchval(
+                    _FIND_REQUEST, order.account_id, order.client_order_id
+                )
+                raise _Duplicate(existing)
+            trail.head = await eventstore.append(conn, trail.head, trail.pending)
+        trail.pending.clear()
+
+    async def _hand_to_venue(self, trail: _Trail, venue: str) -> None:
+        started = time.perf_counter()
+        try:
+            await self._venues.SendOrder(venue_pb2.SendOrderRequest(order=trail.order, venue=venue))
+        except grpc.aio.AioRpcError as exc:
+            _LOGGER.warning("venue hand-off failed: %s", exc.details())
+            await self._reject_after_routing(trail, f"venue {venue} unreachable: {exc.details()}")
+        finally:
+            _SEGMENTS["venue_handoff"].observe(time.perf_counter() - started)
+
+    async def _reject_after_routing(self, trail: _Trail, reason: str) -> None:
+        # The venue may have received the order despite the error; if its
+        # reports got to the stream first, they win and this is dropped.
+        trail.add(states.REJECTED, actor=PLATFORM, reason=reason)
+        try:
+            await self._record_more(trail)
+        except (eventstore.ConcurrencyConflict, states.IllegalTransition):
+            _LOGGER.warning("order %s moved on before the rejection could be recorded",
+                            trail.order.order_id)
+
+    async def _record_more(self, trail: _Trail) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            trail.head = await eventstore.append(conn, trail.head, trail.pending)
+        trail.pending.clear()
+
+    async def _duplicate(self, order_id: str) -> order_entry_pb2.SubmitOrderResponse:
+        stored = await eventstore.read_stream(self._pool, order_id)
+        view = order_events.fold(record.event() for record in stored)
+        return order_entry_pb2.SubmitOrderResponse(
+            order_id=order_id,
+            status=view.state,
+            accepted_at=view.order.accepted_at,
+            trace_id=view.order.trace_id,
+            risk_decisions=view.policy_decisions,
+            duplicate=True,
+        )
+
+    def _remember(self, key: tuple[str, str], order_id: str) -> None:
+        self._recent[key] = order_id
+        if len(self._recent) > self._recent_limit:
+            self._recent.popitem(last=False)
+
+
+class _Duplicate(Exception):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(order_id)
+        self.order_id = order_id
+
+
+class _Trail:
+    """The events of one submission, built up step by step before they are recorded."""
+
+    def __init__(self, order: Order, advisor: Actor) -> None:
+        self.order = order
+        self.advisor = advisor
+        self.head = eventstore.StreamHead()
+        self.pending: list[OrderEvent] = []
+        self.state = states.UNSPECIFIED
+        self.decisions: list[PolicyDecision] = []
+
+    def add(self, state: int, *, decisions: Sequence[PolicyDecision] = (),
+            actor: Actor | None = None, reason: str = "", venue: str = "") -> None:
+        states.check(self.order.order_id, self.state, state)
+        event = order_events.new_event(
+            self.order, state, version=self.head.version + len(self.pending) + 1,
+            actor=actor or self.advisor, decisions=decisions,
+        )
+        detail = getattr(event, order_events.detail_field(state))
+        detail.SetInParent()
+        if state == states.NEW:
+            event.accepted.client_order_id = self.order.client_order_id
+            event.accepted.advisor_id = self.order.advisor_id
+            event.accepted.time_in_force = self.order.time_in_force
+        elif state == states.ROUTED:
+            event.routed.venue, event.routed.reason = venue, reason
+        elif reason:
+            detail.reason = reason
+        self.pending.append(event)
+        self.decisions.extend(decisions)
+        self.state = state
+
+    def response(self) -> order_entry_pb2.SubmitOrderResponse:
+        return order_entry_pb2.SubmitOrderResponse(
+            order_id=self.order.order_id,
+            status=self.state,  # type: ignore[arg-type]
+            accepted_at=self.order.accepted_at,
+            trace_id=self.order.trace_id,
+            risk_decisions=self.decisions,
+        )
+
+
+def _failures(decisions: Sequence[PolicyDecision]) -> str:
+    failed = [d for d in decisions if d.result == DECISION_RESULT_FAIL]
+    return "; ".join(f"{d.policy}: {d.reason}" for d in failed) or "refused"

@@ -1,0 +1,1 @@
+"""The order domain shared by the services that write and read order streams."""

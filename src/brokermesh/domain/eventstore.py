@@ -1,0 +1,145 @@
+"""The order event store in PostgreSQL: append-only streams, optimistic concurrency, hash chain.
+
+Each order is one stream. Appending version N succeeds only if no event N
+exists (a unique constraint), so two writers racing on one order cannot both
+win. Each row's ``hash`` covers the previous row's hash in the same stream and
+the row's own identity and payload; altering any stored row breaks the chain
+from that row on, which :func:`verify` reports. Every appended event also gets
+an outbox row in the same transaction, so committing an event and scheduling
+its publication are one atomic step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from brokermesh.events.v1.order_events_pb2 import OrderEvent
+from brokermesh.mesh.errors import Aborted
+
+#: ``prev_hash`` of the first event in a stream.
+GENESIS = bytes(32)
+
+#: Channel the relay LISTENs on; notified in the appending transaction.
+OUTBOX_CHANNEL = "brokermesh_outbox"
+
+_APPEND = """
+WITH appended AS (
+    INSERT INTO order_events
+        (event_id, stream_id, stream_version, event_type, event_version, payload, prev_hash, hash)
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+        $8::bytea[]
+    )
+    RETURNING event_id, position
+), scheduled AS (
+    INSERT INTO outbox (event_id) SELECT event_id FROM appended ORDER BY position
+)
+SELECT pg_notify($9, '')
+"""
+
+_READ_STREAM = """
+SELECT position, event_id, stream_id, stream_version, event_type, event_version, payload,
+       prev_hash, hash
+FROM order_events WHERE stream_id = $1 ORDER BY stream_version
+"""
+
+
+class ConcurrencyConflict(Aborted):
+    """Another writer appended to the stream first."""
+
+    def __init__(self, stream_id: str, version: int) -> None:
+        super().__init__(
+            f"stream {stream_id} already has version {version}", code="CONCURRENCY_CONFLICT"
+        )
+        self.stream_id = stream_id
+        self.version = version
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the event store."""
+
+    position: int
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    event_type: str
+    event_version: str
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    def event(self) -> OrderEvent:
+        return OrderEvent.FromString(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """Where a stream ends: the version and hash the next append builds on."""
+
+    version: int = 0
+    hash: bytes = GENESIS
+
+
+def chain_hash(prev_hash: bytes, event_id: str, stream_id: str, stream_version: int,
+               event_type: str, event_version: str, payload: bytes) -> bytes:
+    """sha256 over the previous hash and the event's fields, each length-prefixed."""
+    digest = hashlib.sha256(prev_hash)
+    for part in (event_id.encode(), stream_id.encode(), str(stream_version).encode(),
+                 event_type.encode(), event_version.encode(), payload):
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+async def append(conn: asyncpg.Connection, head: StreamHead,
+                 events: Sequence[OrderEvent]) -> StreamHead:
+    """Append ``events`` after ``head`` in the caller's transaction; return the new head.
+
+    The events must carry consecutive ``stream_version``s starting at
+    ``head.version + 1``. Raises :class:`ConcurrencyConflict` when another
+    writer got there first; the transaction is then unusable and must be
+    rolled back by the caller.
+    """
+    columns: list[list[object]] = [[] for _ in range(8)]
+    prev = head.hash
+    for offset, event in enumerate(events, start=1):
+        if event.stream_version != head.version + offset:
+            raise ValueError(
+                f"event {event.event_type} has version {event.stream_version}, "
+                f"expected {head.version + offset}"
+            )
+        payload = event.SerializeToString(deterministic=True)
+        digest = chain_hash(prev, event.event_id, event.order_id, event.stream_version,
+                            event.event_type, event.event_version, payload)
+        row = (event.event_id, event.order_id, event.stream_version, event.event_type,
+               event.event_version, payload, prev, digest)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+        prev = digest
+
+    try:
+        await conn.execute(_APPEND, *columns, OUTBOX_CHANNEL)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "order_events_stream_version_key":
+            raise
+        raise ConcurrencyConflict(events[0].order_id, events[0].stream_version) from exc
+    return StreamHead(head.version + len(events), prev)
+
+
+async def read_stream(conn: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> list[StoredEvent]:
+    """Every event of one stream, in version order."""
+    rows = await conn.fetch(_READ_STREAM, stream_id)
+    return [StoredEvent(**dict(row)) for row in rows]
+
+
+def head_of(stored: Sequence[StoredEvent]) -> StreamHead:
+    """The head after ``stored``, a whole stream in version order."""
+    if not stored:
+        return StreamHead()
+    return StreamHead(stored[-1].stream_version, stored[-1].hash)
