@@ -39,4 +39,4 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 
 packages, package_dir = _packages()
-setup(packages=packages, package_dir=package_dir, package_data={"": ["*.pyi", "py.typed"]})
+setup(packages=packages, package_dir=package_dir, package_data={"": ["*.pyi", "py.typed", "*.csv", "*.sql"]})

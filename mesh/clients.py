@@ -1,10 +1,10 @@
 """Client factory: channels to the services a manifest allows, with timeouts and retries.
 
-Each channel carries a gRPC service config derived from the contracts: every
-method gets the per-call timeout ceiling, and methods whose contract declares
-them idempotent (``idempotency_level``) are retried on UNAVAILABLE. A client
-interceptor cuts every call's timeout to the current request's remaining
-budget and forwards the trace context and correlation id.
+Each channel carries a gRPC service config derived from the contracts:
+methods whose contract declares them idempotent (``idempotency_level``) are
+retried on UNAVAILABLE. A client interceptor gives every call the per-call
+timeout ceiling, cut to the current request's remaining budget, and forwards
+the trace context and correlation id.
 """
 
 from __future__ import annotations
@@ -32,18 +32,17 @@ _RETRYABLE = (
 )
 
 
-def service_config(grpc_services: tuple[str, ...], *, timeout_s: float,
-                   max_attempts: int = 3) -> dict[str, Any]:
+def service_config(grpc_services: tuple[str, ...], *, max_attempts: int = 3) -> dict[str, Any]:
     """Build a gRPC service config for ``grpc_services`` from their descriptors."""
     pool = descriptor_pool.Default()
     method_configs: list[dict[str, Any]] = []
     for full_name in grpc_services:
         service = pool.FindServiceByName(full_name)
         for method in service.methods:
-            config: dict[str, Any] = {
-                "name": [{"service": full_name, "method": method.name}],
-                "timeout": f"{timeout_s:.3f}s",
-            }
+            # No "timeout" entry: grpcio 1.85 expires calls at once when a
+            # service-config timeout is near a second (grpc/grpc#34547), and
+            # the client interceptor already sets every call's deadline.
+            config: dict[str, Any] = {"name": [{"service": full_name, "method": method.name}]}
             if method.GetOptions().idempotency_level in _RETRYABLE:
                 config["retryPolicy"] = {
                     "maxAttempts": max_attempts,
@@ -110,7 +109,7 @@ class ClientFactory:
             )
         channel = self._channels.get(callee)
         if channel is None:
-            config = service_config(self._serves[callee], timeout_s=self._timeout_s)
+            config = service_config(self._serves[callee])
             channel = grpc.aio.insecure_channel(
                 self._addresses[callee],
                 options=(*GRPC_OPTIONS, ("grpc.service_config", json.dumps(config)),

@@ -57,8 +57,12 @@ class ServiceSettings:
 
 
 def load(cls: type[S], service: str, *, environ: Mapping[str, str] | None = None,
-         **overrides: Any) -> S:
-    """Build ``cls`` for ``service`` from defaults, the environment and ``overrides``."""
+         defaults: Mapping[str, Any] | None = None, **overrides: Any) -> S:
+    """Build ``cls`` for ``service`` from defaults, the environment and ``overrides``.
+
+    ``defaults`` replaces the class's own defaults for this service (such as
+    its port from the manifest) and sits below the environment.
+    """
     env = os.environ if environ is None else environ
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
@@ -70,11 +74,11 @@ def load(cls: type[S], service: str, *, environ: Mapping[str, str] | None = None
     )
     if unknown:
         raise ConfigError(f"unknown setting(s) for {service}: {', '.join(unknown)}")
-    bad = sorted(set(overrides) - set(fields))
+    bad = sorted((set(overrides) | set(defaults or ())) - set(fields))
     if bad:
         raise ConfigError(f"unknown setting(s) for {service}: {', '.join(bad)}", field=bad[0])
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for name in fields:
         for key in (f"{PREFIX}{name.upper()}", f"{service_prefix}{name.upper()}"):
             if key in env:

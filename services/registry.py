@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from brokermesh.mesh import config
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.config import ServiceSettings, parse_upstreams
 from brokermesh.mesh.manifest import ServiceManifest
@@ -15,6 +18,8 @@ from brokermesh.services.router.manifest import MANIFEST as ROUTER
 from brokermesh.services.trade_capture.manifest import MANIFEST as TRADE_CAPTURE
 from brokermesh.services.venue_gateway.manifest import MANIFEST as VENUE_GATEWAY
 from brokermesh.services.venue_sim.manifest import MANIFESTS as VENUES
+
+S = TypeVar("S", bound=ServiceSettings)
 
 #: Dependencies first: venues and the control plane, then the path from the
 #: far end (trade capture) back to the edge (gateway).
@@ -48,3 +53,10 @@ def clients_for(manifest: ServiceManifest, settings: ServiceSettings) -> ClientF
     return ClientFactory(
         manifest, addresses, serves={m.name: m.serves for m in MANIFESTS}
     )
+
+
+def load_settings(cls: type[S], manifest: ServiceManifest) -> S:
+    """Settings of ``manifest``'s service: its ports from the manifest, then the environment."""
+    defaults: dict[str, object] = {"port": manifest.grpc_port}
+    defaults.update({f"{purpose}_port": port for purpose, port in manifest.extra_ports})
+    return config.load(cls, manifest.name, defaults=defaults)

@@ -7,5 +7,12 @@ MANIFEST = ServiceManifest(
     plane=Plane.DATA,
     grpc_port=50050,
     calls=("order-entry", "ledger"),
+    backends=(Backend.POSTGRES,),
     extra_ports=(("http", 8080),),
+)
+
+#: gRPC services the gateway exposes over HTTP/JSON, through their google.api.http rules.
+FRONTS: tuple[str, ...] = (
+    "brokermesh.trading.v1.OrderEntryService",
+    "brokermesh.trading.v1.OrderQueryService",
 )

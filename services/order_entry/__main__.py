@@ -1,9 +1,10 @@
 """Runs the order entry service: ``python -m brokermesh.services.order_entry``."""
 
-from brokermesh.mesh import config, server
+from brokermesh.mesh import server
 from brokermesh.services.order_entry.app import OrderEntryApp
 from brokermesh.services.order_entry.manifest import MANIFEST
 from brokermesh.services.order_entry.settings import OrderEntrySettings
+from brokermesh.services.registry import load_settings
 
-settings = config.load(OrderEntrySettings, MANIFEST.name)
+settings = load_settings(OrderEntrySettings, MANIFEST)
 server.run(MANIFEST, settings, lambda: OrderEntryApp(settings))

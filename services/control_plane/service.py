@@ -1,0 +1,350 @@
+"""The control-plane service: operators change trading controls; every change is audited.
+
+The current controls are one serialized :class:`TradingControls` under key
+``trading`` in the ``controls`` key-value bucket, which data-plane services
+watch (:mod:`brokermesh.mesh.controls`). A change reads the current value,
+writes the new one with compare-and-set on the key's revision (retrying when
+another writer got there first), then appends a :class:`ControlChange` to the
+``CONTROL_AUDIT`` stream and waits for its acknowledgement. The stream denies
+delete and purge, so the audit trail only grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import nats.errors
+import nats.js.errors
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from brokermesh.common.v1 import common_pb2
+from brokermesh.control.v1 import control_pb2, control_pb2_grpc
+from brokermesh.mesh import controls as mesh_controls
+from brokermesh.mesh.config import ServiceSettings
+from brokermesh.mesh.errors import Aborted, PermissionDenied, Unavailable
+from brokermesh.mesh.jetstream import ensure_jetstream
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Header JetStream de-duplicates on, so a retried audit publish is stored once.
+MSG_ID_HEADER = "Nats-Msg-Id"
+#: Audit records fetched from the stream concurrently when listing history.
+_HISTORY_BATCH = 64
+
+T = TypeVar("T")
+Mutation = Callable[[control_pb2.TradingControls], None]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ControlPlaneSettings(ServiceSettings):
+    """Settings of the control-plane service."""
+
+    #: Compare-and-set attempts on the controls key before a change is refused as ABORTED.
+    write_attempts: int = 5
+    #: Attempts at publishing one audit record; retries are de-duplicated by change id.
+    audit_attempts: int = 3
+    #: Audit records ListControlChanges returns when the request sets no limit.
+    default_history_limit: int = 50
+    #: Seconds to wait for a JetStream acknowledgement.
+    nats_timeout_s: float = 1.5
+    #: Seconds start-up waits for NATS and JetStream before the process gives up.
+    nats_start_timeout_s: float = 30.0
+
+
+class ControlsStore:
+    """Reads and changes the controls in the key-value bucket and writes the audit trail."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue, settings: ControlPlaneSettings) -> None:
+        self._js = js
+        self._kv = kv
+        self._settings = settings
+
+    async def read(self) -> tuple[control_pb2.TradingControls, int]:
+        """The controls in force and the key's latest revision (which the next write must name).
+
+        The controls in force are the newest valid value: a corrupt or deleted
+        latest entry is skipped, exactly as data-plane watchers skip it.
+        """
+        try:
+            entry = await self._kv.get(mesh_controls.KEY)
+        except nats.js.errors.KeyNotFoundError as exc:
+            # Never written: defaults. Deleted: the tombstone's revision guards the next write.
+            if exc.entry is None:
+                return mesh_controls.default_controls(), 0
+            _LOGGER.warning(
+                "controls key was deleted at revision %d; using the newest valid value before it",
+                exc.entry.revision,
+            )
+            return await self._newest_valid(), int(exc.entry.revision)
+        revision = int(entry.revision or 0)
+        try:
+            return mesh_controls.decode_controls(entry.value or b"", revision), revision
+        except mesh_controls.InvalidControls as exc:
+            _LOGGER.warning(
+                "controls at revision %d are invalid (%s); using the newest valid value before it",
+                revision,
+                exc,
+            )
+            return await self._newest_valid(), revision
+
+    async def _newest_valid(self) -> control_pb2.TradingControls:
+        """Walk the key's history (the bucket keeps 64 revisions) back to a usable value."""
+        try:
+            entries = await self._kv.history(mesh_controls.KEY)
+        except nats.js.errors.NoKeysError:
+            return mesh_controls.default_controls()
+        for entry in reversed(entries):
+            if entry.operation in (KV_DEL, KV_PURGE):
+                continue
+            try:
+                return mesh_controls.decode_controls(entry.value or b"", int(entry.revision or 0))
+            except mesh_controls.InvalidControls:
+                continue
+        return mesh_controls.default_controls()
+
+    async def change(
+        self, actor: common_pb2.Actor, reason: str, mutate: Mutation
+    ) -> control_pb2.TradingControls:
+        """Apply ``mutate`` to the current controls, store the result and audit it."""
+        for attempt in range(1, self._settings.write_attempts + 1):
+            before, last_revision = await self.read()
+            after = _next_value(before, actor, reason, mutate)
+            try:
+                revision = await self._kv.update(
+                    mesh_controls.KEY, after.SerializeToString(), last=last_revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                # Another writer changed the key since we read it: re-read and re-apply.
+                _LOGGER.info(
+                    "controls changed concurrently (attempt %d of %d); retrying",
+                    attempt,
+                    self._settings.write_attempts,
+                )
+                continue
+            after.revision = revision
+            change = control_pb2.ControlChange(
+                change_id=str(uuid.uuid4()),
+                before=before,
+                after=after,
+                actor=actor,
+                reason=reason,
+                changed_at=after.updated_at,
+            )
+            # The value is stored; its audit record must follow even if the
+            # caller's deadline runs out now, so the publish is shielded.
+            await asyncio.shield(self._audit(change))
+            return after
+        raise Aborted(
+            f"controls changed concurrently {self._settings.write_attempts} times; "
+            "read them again and retry"
+        )
+
+    async def _audit(self, change: control_pb2.ControlChange) -> None:
+        """Append ``change`` to the audit stream and wait for the ack; retries are de-duplicated."""
+        subject = f"{mesh_controls.AUDIT_SUBJECT_PREFIX}{change.change_id}"
+        data = change.SerializeToString()
+        error: Exception | None = None
+        for _ in range(self._settings.audit_attempts):
+            try:
+                await self._js.publish(
+                    subject,
+                    data,
+                    stream=mesh_controls.AUDIT_STREAM,
+                    headers={MSG_ID_HEADER: change.change_id},
+                    timeout=self._settings.nats_timeout_s,
+                )
+            except nats.errors.Error as exc:
+                error = exc
+                continue
+            _LOGGER.info(
+                "controls changed to halted=%s mode=%s at revision %d by %s: %s",
+                change.after.trading_halted,
+                mesh_controls.mode_name(change.after.mode),
+                change.after.revision,
+                change.actor.id,
+                change.reason,
+                extra={"change_id": change.change_id},
+            )
+            return
+        # Keep the record in the log at least, so the change can be reconstructed.
+        _LOGGER.error("audit record not stored: %s (%s)", MessageToJson(change, indent=None), error)
+        raise Unavailable(
+            f"controls changed at revision {change.after.revision} but the audit record "
+            f"{change.change_id} could not be stored"
+        )
+
+    async def history(self, limit: int) -> list[control_pb2.ControlChange]:
+        """The newest ``limit`` audit records, newest first."""
+        info = await self._js.stream_info(mesh_controls.AUDIT_STREAM)
+        first = max(int(info.state.first_seq or 1), 1)
+        seq = int(info.state.last_seq or 0)
+        changes: list[control_pb2.ControlChange] = []
+        while seq >= first and len(changes) < limit:
+            batch = range(seq, max(first, seq - _HISTORY_BATCH + 1) - 1, -1)
+            found = await asyncio.gather(*(self._audit_record(s) for s in batch))
+            changes.extend(change for change in found if change is not None)
+            seq = batch.stop
+        return changes[:limit]
+
+    async def _audit_record(self, seq: int) -> control_pb2.ControlChange | None:
+        try:
+            msg = await self._js.get_msg(mesh_controls.AUDIT_STREAM, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return None  # Aged out between stream_info and this read.
+        change = control_pb2.ControlChange()
+        try:
+            change.ParseFromString(msg.data or b"")
+        except DecodeError:
+            _LOGGER.warning("audit record at sequence %d is not a ControlChange; skipped", seq)
+            return None
+        return change
+
+
+def _next_value(
+    before: control_pb2.TradingControls, actor: common_pb2.Actor, reason: str, mutate: Mutation
+) -> control_pb2.TradingControls:
+    """The value to store: ``before`` changed by ``mutate`` and stamped with who, why and when."""
+    after = control_pb2.TradingControls()
+    after.CopyFrom(before)
+    mutate(after)
+    after.reason = reason
+    after.updated_by.CopyFrom(actor)
+    after.updated_at.GetCurrentTime()
+    # A writer cannot know the revision its write will get; readers set it.
+    after.revision = 0
+    return after
+
+
+def _require_operator(actor: common_pb2.Actor) -> common_pb2.Actor:
+    """Only a named operator may change controls; advisors and systems are refused."""
+    if actor.type != common_pb2.ACTOR_TYPE_OPERATOR or not actor.id.strip():
+        raise PermissionDenied(
+            "only an operator with an id may change trading controls", field="actor"
+        )
+    return actor
+
+
+class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
+    """gRPC face of :class:`ControlsStore`; the pipeline has validated each request."""
+
+    def __init__(self, app: ControlPlaneApp) -> None:
+        self._app = app
+
+    async def GetTradingControls(
+        self,
+        request: control_pb2.GetTradingControlsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> control_pb2.GetTradingControlsResponse:
+        controls, _ = await _unavailable_on_nats(self._app.store.read())
+        return control_pb2.GetTradingControlsResponse(controls=controls)
+
+    async def SetKillSwitch(
+        self,
+        request: control_pb2.SetKillSwitchRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> control_pb2.SetKillSwitchResponse:
+        actor = _require_operator(request.actor)
+
+        def mutate(controls: control_pb2.TradingControls) -> None:
+            controls.trading_halted = request.trading_halted
+
+        after = await _unavailable_on_nats(self._app.store.change(actor, request.reason, mutate))
+        return control_pb2.SetKillSwitchResponse(controls=after)
+
+    async def SetDegradationMode(
+        self,
+        request: control_pb2.SetDegradationModeRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> control_pb2.SetDegradationModeResponse:
+        actor = _require_operator(request.actor)
+
+        def mutate(controls: control_pb2.TradingControls) -> None:
+            controls.mode = request.mode
+
+        after = await _unavailable_on_nats(self._app.store.change(actor, request.reason, mutate))
+        return control_pb2.SetDegradationModeResponse(controls=after)
+
+    async def ListControlChanges(
+        self,
+        request: control_pb2.ListControlChangesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> control_pb2.ListControlChangesResponse:
+        limit = request.limit or self._app.settings.default_history_limit
+        changes = await _unavailable_on_nats(self._app.store.history(limit))
+        return control_pb2.ListControlChangesResponse(changes=changes)
+
+
+async def _unavailable_on_nats(call: Awaitable[T]) -> T:
+    """Run ``call``, turning NATS failures into UNAVAILABLE.
+
+    nats' own TimeoutError is a builtin TimeoutError, which the pipeline would
+    report as DEADLINE_EXCEEDED; the caller's deadline was not the problem.
+    """
+    try:
+        return await call
+    except nats.errors.Error as exc:
+        raise Unavailable(f"NATS: {exc or type(exc).__name__}") from exc
+
+
+class ControlPlaneApp:
+    """The service's :class:`~brokermesh.mesh.server.App`: one NATS connection, one store."""
+
+    def __init__(self, settings: ControlPlaneSettings) -> None:
+        self.settings = settings
+        self._nc = NatsClient()
+        self._store: ControlsStore | None = None
+
+    @property
+    def store(self) -> ControlsStore:
+        if self._store is None:
+            raise Unavailable("control plane is not connected to NATS yet")
+        return self._store
+
+    async def start(self) -> None:
+        """Connect to NATS and make sure the bucket and the audit stream exist.
+
+        Gives up after ``nats_start_timeout_s``: a process that exits is restarted
+        and seen to be failing, where one waiting forever would look merely slow.
+        """
+        try:
+            async with asyncio.timeout(self.settings.nats_start_timeout_s):
+                await mesh_controls.connect(self._nc, self.settings.nats_url, name="control-plane")
+                # Creating streams may take longer than a request's budget.
+                await ensure_jetstream(self._nc.jetstream())
+                js = self._nc.jetstream(timeout=self.settings.nats_timeout_s)
+                kv = await js.key_value(mesh_controls.BUCKET)
+        except TimeoutError as exc:
+            await self._nc.close()
+            raise Unavailable(
+                f"NATS at {self.settings.nats_url} not ready within "
+                f"{self.settings.nats_start_timeout_s}s"
+            ) from exc
+        self._store = ControlsStore(js, kv, self.settings)
+        _LOGGER.info("control plane connected to NATS at %s", self.settings.nats_url)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        control_pb2_grpc.add_ControlPlaneServiceServicer_to_server(
+            ControlPlaneServicer(self), server
+        )
+
+    async def stop(self) -> None:
+        self._store = None
+        if self._nc.is_connected:
+            await self._nc.drain()
+        else:
+            await self._nc.close()
+
+
+def build(settings: ControlPlaneSettings) -> ControlPlaneApp:
+    """The app :func:`brokermesh.mesh.server.run` serves."""
+    return ControlPlaneApp(settings)

@@ -1,0 +1,152 @@
+"""The ledger process: outbox relay, live projection and order queries behind one App.
+
+Queries need only PostgreSQL, so the gRPC server serves them from the moment
+the pool is open. NATS is reached from a background task that connects with
+unlimited reconnects and then runs the relay; while NATS is down that task
+simply waits and the outbox holds the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+
+import asyncpg
+import grpc
+from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
+
+from brokermesh.mesh.config import ServiceSettings
+from brokermesh.mesh.jetstream import ensure_jetstream
+from brokermesh.services.ledger.manifest import MANIFEST
+from brokermesh.services.ledger.query import OrderQueryService
+from brokermesh.services.ledger.relay import OutboxRelay
+from brokermesh.trading.v1 import order_query_pb2_grpc
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Seconds between repeated NATS connection warnings while the server is down.
+_NATS_WARNING_INTERVAL_S = 30.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerSettings(ServiceSettings):
+    """The ledger's settings (``BROKERMESH_LEDGER_<FIELD>``) on top of the shared ones."""
+
+    #: gRPC port of OrderQueryService; the manifest's port unless overridden.
+    port: int = MANIFEST.grpc_port
+    #: Outbox rows read and published per pass.
+    relay_batch_size: int = 256
+    #: Poll interval of the relay, the safety net under LISTEN/NOTIFY.
+    relay_poll_interval_ms: int = 500
+    #: How long to wait for one JetStream ack before the pass stops and retries later.
+    publish_timeout_ms: int = 5_000
+    #: Most PostgreSQL connections the query service holds.
+    query_pool_size: int = 8
+
+
+class LedgerApp:
+    """The :class:`brokermesh.mesh.server.App` of the ledger.
+
+    ``register`` may be called before ``start`` (the server bootstrap does):
+    the pool object exists from ``register`` on and opens in ``start``.
+    ``stop`` cancels the relay and closes the pool; call it once.
+    """
+
+    def __init__(self, settings: LedgerSettings) -> None:
+        self._settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._nats_warned_at = float("-inf")
+        #: The running relay once NATS is connected; None before.
+        self.relay: OutboxRelay | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        order_query_pb2_grpc.add_OrderQueryServiceServicer_to_server(
+            OrderQueryService(self._ensure_pool()), server
+        )
+
+    async def start(self) -> None:
+        pool = self._ensure_pool()
+        await pool
+        # The relay owns its own connections; it must never hold up serving queries.
+        self._relay_task = asyncio.create_task(self._relay_forever(), name="ledger-outbox-relay")
+        _LOGGER.info("ledger started (NATS %s)", self._settings.nats_url)
+
+    async def stop(self) -> None:
+        task, self._relay_task = self._relay_task, None
+        try:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            if self._pool is not None:
+                await self._pool.close()
+        _LOGGER.info("ledger stopped")
+
+    def _ensure_pool(self) -> asyncpg.Pool:
+        # Created unopened so register() can hand it to the servicer before start().
+        if self._pool is None:
+            self._pool = asyncpg.create_pool(
+                self._settings.database_url, min_size=1,
+                max_size=self._settings.query_pool_size, timeout=10,
+            )
+        return self._pool
+
+    async def _relay_forever(self) -> None:
+        """Connect to NATS (waiting as long as it takes), ensure the stream, run the relay."""
+        settings = self._settings
+        nc = NatsClient()
+        try:
+            await nc.connect(
+                servers=[settings.nats_url], name="ledger", max_reconnect_attempts=-1,
+                error_cb=self._on_nats_error, disconnected_cb=_on_disconnected,
+                reconnected_cb=_on_reconnected,
+            )
+            _LOGGER.info("connected to NATS %s", settings.nats_url)
+            js = nc.jetstream(timeout=settings.publish_timeout_ms / 1000)
+            await self._ensure_stream(js)
+            self.relay = OutboxRelay(
+                settings.database_url, nc, js, batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.relay_poll_interval_ms / 1000,
+                publish_timeout_s=settings.publish_timeout_ms / 1000,
+            )
+            await self.relay.run()
+        finally:
+            # Cancelled mid-connect or mid-relay alike: the client must not outlive us.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(nc.close())
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        """Create or confirm the ORDERS stream, retrying while JetStream is unavailable."""
+        backoff_s = 0.5
+        while True:
+            try:
+                await ensure_jetstream(js)
+                return
+            except Exception as exc:  # any failure here is retried, loudly
+                _LOGGER.warning("cannot ensure the JetStream stream (%s: %s); retrying in %.1f s",
+                                type(exc).__name__, exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 30.0)
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        # Every failed reconnect attempt reports here; one warning per interval is enough.
+        now = time.monotonic()
+        if now - self._nats_warned_at >= _NATS_WARNING_INTERVAL_S:
+            self._nats_warned_at = now
+            _LOGGER.warning("NATS %s: %s", self._settings.nats_url, exc or type(exc).__name__)
+        else:
+            _LOGGER.debug("NATS %s: %s", self._settings.nats_url, exc)
+
+
+async def _on_disconnected() -> None:
+    _LOGGER.warning("disconnected from NATS; the relay waits, queries go on")
+
+
+async def _on_reconnected() -> None:
+    _LOGGER.info("reconnected to NATS; the relay resumes")

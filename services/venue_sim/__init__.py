@@ -1,0 +1,1 @@
+"""Simulated trading venues: seeded order books behind a QuickFIX acceptor."""

@@ -1,0 +1,1 @@
+"""Validation of the deployment: k8s/ overlays, istio/, the Dockerfile and make images."""

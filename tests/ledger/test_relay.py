@@ -1,0 +1,223 @@
+"""The outbox relay against the real PostgreSQL and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import nats
+import pytest
+from nats.js.client import JetStreamContext
+
+from brokermesh.domain import eventstore, states
+from brokermesh.services.ledger import relay, subjects
+
+from .support import FILLED_PATH, append_order, drain, lifecycle, new_order, next_sequence
+from .support import read_messages
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+async def _published(conn: asyncpg.Connection, event_ids: list[str]) -> list[bool]:
+    rows = await conn.fetch(
+        "SELECT event_id::text AS event_id, published_at IS NOT NULL AS done FROM outbox "
+        "WHERE event_id = ANY($1::uuid[])", event_ids,
+    )
+    done = {row["event_id"]: row["done"] for row in rows}
+    return [done[event_id] for event_id in event_ids]
+
+
+async def test_relay_publishes_an_orders_events_in_order_with_event_ids_as_msg_ids(
+    conn: asyncpg.Connection, js: JetStreamContext,
+) -> None:
+    order = new_order()
+    start = await next_sequence(js)
+    appended = await append_order(conn, order, FILLED_PATH)
+
+    await drain(conn, js)
+
+    messages = await read_messages(js, "trading.orders.>", start, {order.order_id}, len(appended))
+    assert [m.subject for m in messages] == [
+        "trading.orders.accepted", "trading.orders.validated", "trading.orders.risk_approved",
+        "trading.orders.routed", "trading.orders.partially_filled", "trading.orders.filled",
+    ]
+    assert [m.headers[subjects.MSG_ID] for m in messages] == [e.event_id for e in appended]
+    assert [m.data for m in messages] == [e.SerializeToString(deterministic=True)
+                                          for e in appended]
+    for message, event in zip(messages, appended, strict=True):
+        assert message.headers[subjects.EVENT_TYPE] == event.event_type
+        assert message.headers[subjects.ORDER_ID] == order.order_id
+        trace_id = subjects.traceparent_trace_id(message.headers[subjects.TRACEPARENT])
+        assert trace_id == order.trace_id
+    assert await _published(conn, [e.event_id for e in appended]) == [True] * len(appended)
+
+
+async def test_risk_decisions_are_also_published_on_risk_decisions(
+    conn: asyncpg.Connection, js: JetStreamContext,
+) -> None:
+    approved, blocked = new_order(), new_order()
+    start = await next_sequence(js)
+    approved_events = await append_order(conn, approved, FILLED_PATH)
+    blocked_events = await append_order(
+        conn, blocked, (states.NEW, states.VALIDATED, states.BLOCKED)
+    )
+
+    await drain(conn, js)
+
+    messages = await read_messages(js, "risk.decisions.>", start,
+                                   {approved.order_id, blocked.order_id}, 2)
+    by_order = {m.headers[subjects.ORDER_ID]: m for m in messages}
+    assert by_order[approved.order_id].subject == "risk.decisions.pass"
+    assert by_order[approved.order_id].headers[subjects.MSG_ID] == (
+        f"{approved_events[2].event_id}:risk"
+    )
+    assert by_order[blocked.order_id].subject == "risk.decisions.fail"
+    assert by_order[blocked.order_id].headers[subjects.MSG_ID] == (
+        f"{blocked_events[2].event_id}:risk"
+    )
+
+
+async def test_publishing_an_event_again_is_reported_as_a_duplicate(
+    conn: asyncpg.Connection, js: JetStreamContext,
+) -> None:
+    order = new_order()
+    appended = await append_order(conn, order, FILLED_PATH)
+    await drain(conn, js)
+    view_before = await conn.fetchval("SELECT view FROM order_views WHERE order_id = $1",
+                                      order.order_id)
+
+    # Forget the marks, as a relay that crashed between the ack and the commit would.
+    await conn.execute("UPDATE outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
+                       [e.event_id for e in appended])
+    result = await relay.publish_pending(conn, js, limit=256)
+
+    # Six events plus the risk copy of the approval: JetStream already stored all seven.
+    assert result.published >= len(appended)
+    assert result.duplicates >= len(appended) + 1
+    ack = await js.publish("trading.orders.accepted", appended[0].SerializeToString(),
+                           headers={subjects.MSG_ID: appended[0].event_id})
+    assert ack.duplicate
+    view_after = await conn.fetchval("SELECT view FROM order_views WHERE order_id = $1",
+                                     order.order_id)
+    assert view_after == view_before
+
+
+async def test_a_transaction_that_commits_late_is_still_published(
+    postgres: object, conn: asyncpg.Connection, js: JetStreamContext,
+) -> None:
+    early, late = new_order(), new_order()
+    start = await next_sequence(js)
+    holder = await asyncpg.connect(postgres.app_dsn)  # type: ignore[attr-defined]
+    try:
+        # The late transaction takes the lower outbox position first and stays open...
+        held = holder.transaction()
+        await held.start()
+        await eventstore.append(holder, eventstore.StreamHead(), lifecycle(late, (states.NEW,)))
+        late_position = await holder.fetchval(
+            "SELECT max(o.position) FROM outbox o JOIN order_events e USING (event_id) "
+            "WHERE e.stream_id = $1", late.order_id,
+        )
+        # ...while another one, with a higher position, commits and gets published.
+        early_events = await append_order(conn, early, (states.NEW,))
+        await drain(conn, js)
+        early_position = await conn.fetchval(
+            "SELECT position FROM outbox WHERE event_id = $1::uuid", early_events[0].event_id
+        )
+        assert late_position < early_position
+        assert await _published(conn, [early_events[0].event_id]) == [True]
+
+        await held.commit()
+    finally:
+        await holder.close()
+
+    await drain(conn, js)
+
+    messages = await read_messages(js, "trading.orders.>", start,
+                                   {early.order_id, late.order_id}, 2)
+    assert [m.headers[subjects.ORDER_ID] for m in messages] == [early.order_id, late.order_id]
+    late_event_id = messages[1].headers[subjects.MSG_ID]
+    assert await _published(conn, [late_event_id]) == [True]
+    views = await conn.fetchval("SELECT count(*) FROM order_views WHERE order_id = ANY($1)",
+                                [early.order_id, late.order_id])
+    assert views == 2
+
+
+async def test_a_failed_publication_leaves_the_rows_for_a_later_pass(
+    nats_server: object, conn: asyncpg.Connection, js: JetStreamContext,
+) -> None:
+    await drain(conn, js)
+    order = new_order()
+    appended = await append_order(conn, order, FILLED_PATH)
+    closed = await nats.connect(nats_server.url)  # type: ignore[attr-defined]
+    await closed.close()
+
+    failed = await relay.publish_pending(conn, closed.jetstream(), limit=256, timeout_s=1)
+
+    assert failed.stalled
+    assert failed.published == 0
+    assert await _published(conn, [e.event_id for e in appended]) == [False] * len(appended)
+    start = await next_sequence(js)
+    await drain(conn, js)
+    messages = await read_messages(js, "trading.orders.>", start, {order.order_id},
+                                   len(appended))
+    assert [m.headers[subjects.MSG_ID] for m in messages] == [e.event_id for e in appended]
+
+
+async def test_an_order_the_projection_refuses_is_held_back_without_blocking_others(
+    conn: asyncpg.Connection, js: JetStreamContext, owner_conn: asyncpg.Connection,
+) -> None:
+    await drain(conn, js)
+    bad, good = new_order(), new_order()
+    # VALIDATED -> REJECTED is not in the transition table; the store itself does not check.
+    bad_events = await append_order(conn, bad, (states.NEW, states.VALIDATED, states.REJECTED))
+    good_events = await append_order(conn, good, FILLED_PATH)
+
+    try:
+        result = await relay.publish_pending(conn, js, limit=256)
+        again = await relay.publish_pending(conn, js, limit=256, skip=result.held)
+
+        assert list(result.held) == [bad.order_id]
+        assert "VALIDATED -> REJECTED" in result.held[bad.order_id]
+        assert (result.held_rows, result.stalled) == (1, False)
+        assert again.read == 0
+        assert await _published(conn, [e.event_id for e in bad_events]) == [True, True, False]
+        assert all(await _published(conn, [e.event_id for e in good_events]))
+    finally:
+        # Take the illegal event off the outbox so later passes in this session stay clean.
+        await owner_conn.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1",
+                                 bad_events[-1].event_id)
+
+
+def test_rounds_publish_each_order_one_version_at_a_time() -> None:
+    rows = [relay.OutboxRow(position, f"e{position}", stream, version, "OrderAccepted", b"")
+            for position, stream, version in
+            [(1, "A", 1), (2, "B", 1), (3, "A", 2), (4, "A", 3), (5, "C", 1), (6, "B", 2)]]
+
+    rounds = relay.rounds(rows)
+
+    assert [[r.position for r in batch] for batch in rounds] == [[1, 2, 5], [3, 6], [4]]
+
+
+async def test_the_relay_wakes_on_notify_and_publishes_without_being_asked(
+    postgres: object, nc: nats.NATS, js: JetStreamContext, conn: asyncpg.Connection,
+) -> None:
+    await drain(conn, js)
+    outbox_relay = relay.OutboxRelay(postgres.app_dsn, nc, js,  # type: ignore[attr-defined]
+                                     poll_interval_s=30)
+    task = asyncio.create_task(outbox_relay.run(), name="test-outbox-relay")
+    try:
+        await asyncio.sleep(0.5)
+        order = new_order()
+        appended = await append_order(conn, order, FILLED_PATH)
+
+        # The poll interval is 30 s, so only the NOTIFY can get this done in time.
+        async with asyncio.timeout(10):
+            while not all(await _published(conn, [e.event_id for e in appended])):
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    state = await conn.fetchval("SELECT state FROM order_views WHERE order_id = $1",
+                                order.order_id)
+    assert state == "FILLED"

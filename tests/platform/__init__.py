@@ -1,0 +1,1 @@
+"""Tests of the local platform: PostgreSQL, migrations, NATS JetStream, status and supervisor."""

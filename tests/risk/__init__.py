@@ -1,0 +1,1 @@
+"""Tests of the pre-trade risk service: CEL policies and the running process."""

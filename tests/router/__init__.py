@@ -1,0 +1,1 @@
+"""Tests of the smart order router: venue ranking and the running process."""
