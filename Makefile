@@ -6,16 +6,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov pins packaging<24, which pytest 9 refuses, so it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV_VERSION := 3.3.30
 
 .PHONY: venv gen up test lint typecheck pytest proto-baseline lock clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(CHECKOV_STAMP)
 
 # Pinned direct dependencies live in pyproject.toml; requirements.lock pins
 # the whole resolved set so every machine installs the same versions.
 $(STAMP): pyproject.toml setup.py requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
 gen: $(STAMP)
@@ -31,10 +40,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/python tools/typecheck.py
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest
+pytest: $(STAMP) $(CHECKOV_STAMP)
+	BROKERMESH_CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
 
 # Accept the current contracts as the compatibility baseline (after a release).
 proto-baseline: $(STAMP)
@@ -48,6 +57,6 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .brokermesh
+	rm -rf $(VENV) $(CHECKOV_VENV) .brokermesh
 
 -include mk/*.mk

@@ -24,7 +24,9 @@ VENDORED = {"brokermesh._buf": Path("gen/python/buf")}
 def _packages() -> tuple[list[str], dict[str, str]]:
     roots = dict(ROOTS)
     roots.update({name: str(folder) for name, folder in VENDORED.items() if folder.is_dir()})
-    domains = sorted(p.name for p in GENERATED.iterdir() if p.is_dir()) if GENERATED.is_dir() else []
+    domains = (
+        sorted(p.name for p in GENERATED.iterdir() if p.is_dir()) if GENERATED.is_dir() else []
+    )
     for domain in domains:
         roots[f"brokermesh.{domain}"] = f"{GENERATED}/{domain}"
 
@@ -39,4 +41,8 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 
 packages, package_dir = _packages()
-setup(packages=packages, package_dir=package_dir, package_data={"": ["*.pyi", "py.typed", "*.csv", "*.sql"]})
+setup(
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"": ["*.pyi", "py.typed", "*.csv", "*.sql"]},
+)

@@ -62,7 +62,9 @@ class _Propagate(grpc.aio.UnaryUnaryClientInterceptor):
         self._ceiling_s = ceiling_s
 
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         metadata = list(client_call_details.metadata or ())
@@ -78,7 +80,7 @@ class _Propagate(grpc.aio.UnaryUnaryClientInterceptor):
         details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             budget if timeout is None else min(timeout, budget),
-            tuple(metadata),
+            grpc.aio.Metadata(*metadata),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )
@@ -93,8 +95,14 @@ class ClientFactory:
     complete record of the call graph.
     """
 
-    def __init__(self, manifest: ServiceManifest, addresses: Mapping[str, str], *,
-                 timeout_s: float = 1.0, serves: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        manifest: ServiceManifest,
+        addresses: Mapping[str, str],
+        *,
+        timeout_s: float = 1.0,
+        serves: Mapping[str, tuple[str, ...]],
+    ) -> None:
         self._manifest = manifest
         self._addresses = addresses
         self._timeout_s = timeout_s
@@ -112,8 +120,11 @@ class ClientFactory:
             config = service_config(self._serves[callee])
             channel = grpc.aio.insecure_channel(
                 self._addresses[callee],
-                options=(*GRPC_OPTIONS, ("grpc.service_config", json.dumps(config)),
-                         ("grpc.enable_retries", 1)),
+                options=(
+                    *GRPC_OPTIONS,
+                    ("grpc.service_config", json.dumps(config)),
+                    ("grpc.enable_retries", 1),
+                ),
                 interceptors=[_Propagate(self._timeout_s)],
             )
             self._channels[callee] = channel

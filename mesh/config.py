@@ -56,8 +56,14 @@ class ServiceSettings:
     upstreams: str = ""
 
 
-def load(cls: type[S], service: str, *, environ: Mapping[str, str] | None = None,
-         defaults: Mapping[str, Any] | None = None, **overrides: Any) -> S:
+def load(
+    cls: type[S],
+    service: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> S:
     """Build ``cls`` for ``service`` from defaults, the environment and ``overrides``.
 
     ``defaults`` replaces the class's own defaults for this service (such as
@@ -69,8 +75,9 @@ def load(cls: type[S], service: str, *, environ: Mapping[str, str] | None = None
     service_prefix = f"{PREFIX}{_env_name(service)}_"
 
     unknown = sorted(
-        key for key in env
-        if key.startswith(service_prefix) and key[len(service_prefix):].lower() not in fields
+        key
+        for key in env
+        if key.startswith(service_prefix) and key[len(service_prefix) :].lower() not in fields
     )
     if unknown:
         raise ConfigError(f"unknown setting(s) for {service}: {', '.join(unknown)}")

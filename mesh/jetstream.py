@@ -65,8 +65,15 @@ STREAMS: Final = (ORDERS, CONTROL_AUDIT)
 BUCKETS: Final = (CONTROLS,)
 
 #: The stream settings :func:`ensure_jetstream` owns; others keep the server's values.
-_STREAM_FIELDS: Final = ("description", "retention", "storage", "duplicate_window", "max_age",
-                         "deny_delete", "deny_purge")
+_STREAM_FIELDS: Final = (
+    "description",
+    "retention",
+    "storage",
+    "duplicate_window",
+    "max_age",
+    "deny_delete",
+    "deny_purge",
+)
 
 
 async def ensure_jetstream(js: JetStreamContext) -> dict[str, str]:
@@ -117,12 +124,17 @@ async def _ensure_bucket(js: JetStreamContext, desired: KeyValueConfig) -> str:
     # are ours to change, and the rest of the stream's configuration is kept.
     current = (await js.stream_info(stream_name)).config
     if current.storage != desired.storage:
-        raise ValueError(f"bucket {desired.bucket} uses {current.storage} storage, not "
-                         f"{desired.storage}; a bucket's storage cannot change in place")
-    if (current.max_msgs_per_subject == desired.history
-            and current.description == desired.description):
+        raise ValueError(
+            f"bucket {desired.bucket} uses {current.storage} storage, not "
+            f"{desired.storage}; a bucket's storage cannot change in place"
+        )
+    if (
+        current.max_msgs_per_subject == desired.history
+        and current.description == desired.description
+    ):
         return "unchanged"
-    await js.update_stream(current.evolve(max_msgs_per_subject=desired.history,
-                                          description=desired.description))
+    await js.update_stream(
+        current.evolve(max_msgs_per_subject=desired.history, description=desired.description)
+    )
     _LOGGER.info("updated key-value bucket %s", desired.bucket)
     return "updated"

@@ -45,7 +45,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
         self._max_deadline_s = max_deadline_s
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
@@ -59,7 +59,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
+            self._wrap(method, handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -80,9 +80,12 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
 
             with _TRACER.start_as_current_span(
-                short, context=propagate.extract(metadata), kind=trace.SpanKind.SERVER,
+                short,
+                context=propagate.extract(metadata),
+                kind=trace.SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.method": method},
-                record_exception=False, set_status_on_exception=False,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
                 trace_id_var.set(telemetry.current_trace_id())
                 try:
@@ -97,9 +100,14 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
                     telemetry.GRPC_HANDLED.labels(self._service, short, code.name).inc()
                     if not quiet:
                         _LOGGER.info(
-                            "%s %s", short, code.name,
-                            extra={"method": method, "code": code.name,
-                                   "duration_ms": round(elapsed * 1000, 3)},
+                            "%s %s",
+                            short,
+                            code.name,
+                            extra={
+                                "method": method,
+                                "code": code.name,
+                                "duration_ms": round(elapsed * 1000, 3),
+                            },
                         )
 
         return handle
@@ -137,7 +145,9 @@ class _Abort(Exception):
     """A call's final status, carried out of the handler to the one abort site."""
 
     def __init__(
-        self, code: grpc.StatusCode, message: str,
+        self,
+        code: grpc.StatusCode,
+        message: str,
         trailers: tuple[tuple[str, str | bytes], ...] = (),
     ) -> None:
         super().__init__(message)
@@ -180,7 +190,8 @@ def violation_field(violation: protovalidate.Violation) -> str:
     Message-level rules carry no field path; their rule ids end in the field
     they guard (``submit_order.limit_price``), which names it instead.
     """
-    elements = violation.proto.field.elements
+    path = violation.proto.field
+    elements = path.elements if path is not None else ()
     if elements:
         return ".".join(element.field_name for element in elements)
     return violation.proto.rule_id.rsplit(".", 1)[-1]

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -55,8 +55,9 @@ class App(Protocol):
 class Running:
     """A started server: its bound port and a way to stop it."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer,
-                 port: int) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, port: int
+    ) -> None:
         self.server = server
         self.health = health_servicer
         self.port = port
@@ -71,8 +72,11 @@ async def start(manifest: ServiceManifest, settings: ServiceSettings, app: App) 
     await app.start()
     app.register(server)
     if settings.reflection:
-        names = (*manifest.serves, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME)
+        names = (
+            *manifest.serves,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
         reflection.enable_server_reflection(names, server)
 
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
@@ -109,8 +113,9 @@ async def serve(manifest: ServiceManifest, settings: ServiceSettings, app: App) 
         await stop(running, app, grace_s=settings.shutdown_grace_s)
 
 
-def run(manifest: ServiceManifest, settings: ServiceSettings,
-        build: Callable[[], App | Awaitable[App]]) -> None:
+def run(
+    manifest: ServiceManifest, settings: ServiceSettings, build: Callable[[], App | Awaitable[App]]
+) -> None:
     """Process entry point: configure logging and telemetry, then serve ``build()``."""
     mesh_logging.configure(manifest.name, settings.log_level)
     provider = telemetry.configure_tracing(
@@ -130,10 +135,10 @@ def run(manifest: ServiceManifest, settings: ServiceSettings,
         provider.shutdown()
 
 
-def _event_loop_runner() -> Callable[[Awaitable[None]], None]:
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     """uvloop's runner where it is installed, asyncio's otherwise."""
     with contextlib.suppress(ImportError):
         import uvloop
 
-        return uvloop.run  # type: ignore[no-any-return]
-    return asyncio.run  # type: ignore[return-value]
+        return uvloop.run
+    return asyncio.run

@@ -21,8 +21,27 @@ from prometheus_client import Counter, Histogram
 #: Buckets for a hot path measured in milliseconds (in seconds, as Prometheus expects),
 #: with a boundary at every threshold of the blueprint's latency table.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035,
-    0.045, 0.05, 0.06, 0.075, 0.1, 0.14, 0.25, 0.5, 1.0, 2.5,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.035,
+    0.045,
+    0.05,
+    0.06,
+    0.075,
+    0.1,
+    0.14,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 
 GRPC_HANDLED = Counter(

@@ -50,9 +50,7 @@ def clients_for(manifest: ServiceManifest, settings: ServiceSettings) -> ClientF
     overridden by ``settings.upstreams``."""
     addresses = {m.name: f"127.0.0.1:{m.grpc_port}" for m in MANIFESTS}
     addresses.update(parse_upstreams(settings.upstreams))
-    return ClientFactory(
-        manifest, addresses, serves={m.name: m.serves for m in MANIFESTS}
-    )
+    return ClientFactory(manifest, addresses, serves={m.name: m.serves for m in MANIFESTS})
 
 
 def load_settings(cls: type[S], manifest: ServiceManifest) -> S:

@@ -85,8 +85,9 @@ def postgres(platform_dir: Path) -> Iterator[PostgresServer]:
     try:
         cluster.start()
         asyncio.run(_prepare_postgres(cluster))
-        yield PostgresServer(cluster=cluster, owner_dsn=cluster.dsn(OWNER_ROLE),
-                             app_dsn=cluster.dsn(APP_ROLE))
+        yield PostgresServer(
+            cluster=cluster, owner_dsn=cluster.dsn(OWNER_ROLE), app_dsn=cluster.dsn(APP_ROLE)
+        )
     finally:
         cluster.stop()
 
@@ -120,8 +121,11 @@ async def fresh_database(postgres: PostgresServer) -> AsyncIterator[FreshDatabas
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield FreshDatabase(name=name, owner_dsn=postgres.cluster.dsn(OWNER_ROLE, name),
-                                app_dsn=postgres.cluster.dsn(APP_ROLE, name))
+            yield FreshDatabase(
+                name=name,
+                owner_dsn=postgres.cluster.dsn(OWNER_ROLE, name),
+                app_dsn=postgres.cluster.dsn(APP_ROLE, name),
+            )
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -46,13 +46,13 @@ class GatewayApp:
     503 until the upstream channels exist).
     """
 
-    def __init__(self, settings: GatewaySettings, *,
-                 manifest: ServiceManifest = MANIFEST) -> None:
+    def __init__(self, settings: GatewaySettings, *, manifest: ServiceManifest = MANIFEST) -> None:
         self.settings = settings
         self.bindings = derive_bindings(FRONTS)
         self.openapi = build_openapi(self.bindings)
-        self.entitlements = Entitlements(settings.database_url,
-                                         refresh_s=settings.entitlements_refresh_s)
+        self.entitlements = Entitlements(
+            settings.database_url, refresh_s=settings.entitlements_refresh_s
+        )
         self._manifest = manifest
         self._clients: ClientFactory | None = None
         self._endpoints: dict[str, Endpoint] = {}
@@ -64,14 +64,16 @@ class GatewayApp:
 
     async def start(self) -> None:
         """Read the public key, load entitlements, open the upstream channels."""
-        verifier = TokenVerifier(self._public_key(), issuer=self.settings.jwt_issuer,
-                                 audience=self.settings.jwt_audience)
+        verifier = TokenVerifier(
+            self._public_key(), issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience
+        )
         await self.entitlements.start()
         guard = Guard(verifier, self.entitlements)
         self._clients = registry.clients_for(self._manifest, self.settings)
         for binding in self.bindings:
-            stub = self._clients.stub(_callee(self._manifest, binding.service),
-                                      stub_class(binding.service))
+            stub = self._clients.stub(
+                _callee(self._manifest, binding.service), stub_class(binding.service)
+            )
             rpc: Rpc = getattr(stub, binding.method.name)
             self._endpoints[binding.method.full_name] = make_endpoint(binding, rpc, guard)
 
@@ -95,10 +97,14 @@ class GatewayApp:
         ]
         return Starlette(
             routes=routes,
-            middleware=[Middleware(RequestTelemetry,
-                                   budget_s=self.settings.max_deadline_ms / 1000)],
-            exception_handlers={ApiError: _api_error, HTTPException: _http_error,
-                                Exception: _unexpected},
+            middleware=[
+                Middleware(RequestTelemetry, budget_s=self.settings.max_deadline_ms / 1000)
+            ],
+            exception_handlers={
+                ApiError: _api_error,
+                HTTPException: _http_error,
+                Exception: _unexpected,
+            },
             max_body_size=MAX_BODY_BYTES,
         )
 
@@ -128,8 +134,10 @@ class GatewayApp:
 
     async def _healthz(self, request: Request) -> Response:
         status = 200 if self.ready else 503
-        body = {"status": "ok" if self.ready else "starting",
-                "entitlements_loaded": self.entitlements.loaded}
+        body = {
+            "status": "ok" if self.ready else "starting",
+            "entitlements_loaded": self.entitlements.loaded,
+        }
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 

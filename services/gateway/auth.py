@@ -85,25 +85,39 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
     """``key`` as SubjectPublicKeyInfo PEM."""
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
-def issue_token(key: Ed25519PrivateKey, subject: str, *, ttl_s: float,
-                issuer: str = DEFAULT_ISSUER, audience: str = DEFAULT_AUDIENCE,
-                role: str = "advisor", now: float | None = None) -> str:
+def issue_token(
+    key: Ed25519PrivateKey,
+    subject: str,
+    *,
+    ttl_s: float,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
+    role: str = "advisor",
+    now: float | None = None,
+) -> str:
     """A signed token for ``subject`` valid for ``ttl_s`` seconds from ``now``."""
     issued = int(time.time() if now is None else now)
     claims = {
-        "sub": subject, "iss": issuer, "aud": audience, "iat": issued,
-        "exp": issued + int(ttl_s), "role": role, "jti": uuid.uuid4().hex,
+        "sub": subject,
+        "iss": issuer,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + int(ttl_s),
+        "role": role,
+        "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, key, algorithm="EdDSA")
 
 
 def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     # O_EXCL: two first runs racing must not leave one's key with the other's public half.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
@@ -121,8 +135,9 @@ class TokenVerifier:
     (and so refused).
     """
 
-    def __init__(self, public_key: Ed25519PublicKey, *, issuer: str, audience: str,
-                 cache_size: int = 10_000) -> None:
+    def __init__(
+        self, public_key: Ed25519PublicKey, *, issuer: str, audience: str, cache_size: int = 10_000
+    ) -> None:
         self._key = public_key
         self._issuer = issuer
         self._audience = audience
@@ -157,16 +172,21 @@ class TokenVerifier:
     def _decode(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
-                token, self._key, algorithms=ALGORITHMS, issuer=self._issuer,
-                audience=self._audience, options={"require": REQUIRED_CLAIMS},
+                token,
+                self._key,
+                algorithms=ALGORITHMS,
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": REQUIRED_CLAIMS},
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from exc
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthError("invalid token: sub must be a non-empty string")
-        return Principal(subject=subject, role=str(claims.get("role", "")),
-                         expires_at=float(claims["exp"]))
+        return Principal(
+            subject=subject, role=str(claims.get("role", "")), expires_at=float(claims["exp"])
+        )
 
     def _remember(self, digest: bytes, principal: Principal) -> None:
         self._cache[digest] = principal

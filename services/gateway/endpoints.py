@@ -53,9 +53,11 @@ class Guard:
         """Refuse a request on another advisor's behalf or for an account not assigned."""
         advisor_id = _field_value(message, "advisor_id")
         if advisor_id is not None and advisor_id != principal.subject:
-            raise errors.forbidden("ADVISOR_MISMATCH",
-                                   "advisor_id must be the authenticated advisor",
-                                   field="advisor_id")
+            raise errors.forbidden(
+                "ADVISOR_MISMATCH",
+                "advisor_id must be the authenticated advisor",
+                field="advisor_id",
+            )
         account_id = _field_value(message, "account_id")
         if account_id is not None:
             self._check_account(principal, account_id, field="account_id")
@@ -65,12 +67,13 @@ class Guard:
         for account_id in _account_ids(message):
             self._check_account(principal, account_id, field=None)
 
-    def _check_account(self, principal: Principal, account_id: str, *,
-                       field: str | None) -> None:
+    def _check_account(self, principal: Principal, account_id: str, *, field: str | None) -> None:
         if not self._entitlements.allows(principal.subject, account_id):
-            raise errors.forbidden("ACCOUNT_NOT_ENTITLED",
-                                   "the account is not assigned to the authenticated advisor",
-                                   field=field)
+            raise errors.forbidden(
+                "ACCOUNT_NOT_ENTITLED",
+                "the account is not assigned to the authenticated advisor",
+                field=field,
+            )
 
 
 def make_endpoint(binding: HttpBinding, rpc: Rpc, guard: Guard) -> Endpoint:
@@ -104,8 +107,9 @@ async def _read_request(binding: HttpBinding, request: Request, message: Message
             jsonmap.message_from_json(body, getattr(message, binding.body), path=binding.body)
         else:
             jsonmap.message_from_params(request.query_params.multi_items(), message)
-        path_params = [(name, str(request.path_params[path_param_name(name)]))
-                       for name in binding.path_fields]
+        path_params = [
+            (name, str(request.path_params[path_param_name(name)])) for name in binding.path_fields
+        ]
         jsonmap.message_from_params(path_params, message)
     except jsonmap.MappingError as exc:
         raise errors.invalid(exc.field, exc.message) from exc

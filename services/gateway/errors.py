@@ -36,8 +36,15 @@ FIELD_TRAILER = "x-error-field"
 class ApiError(Exception):
     """A request the gateway answers with an error envelope."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -48,8 +55,12 @@ class ApiError(Exception):
     def response(self) -> Response:
         """The error as a JSON response."""
         body = {"error": {"code": self.code, "message": self.message, "field": self.field}}
-        return Response(orjson.dumps(body), status_code=self.status, headers=self.headers,
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(body),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/json",
+        )
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -74,8 +85,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiError:
     status = error.code()
     code = trailers.get(CODE_TRAILER) or status.name
     message = error.details() or status.name
-    return ApiError(HTTP_STATUS.get(status, 500), code, message,
-                    field=trailers.get(FIELD_TRAILER))
+    return ApiError(HTTP_STATUS.get(status, 500), code, message, field=trailers.get(FIELD_TRAILER))
 
 
 def _metadata(metadata: object) -> dict[str, str]:

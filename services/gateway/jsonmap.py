@@ -134,7 +134,7 @@ def enum_prefix(enum: EnumDescriptor) -> str:
 def enum_short_names(enum: EnumDescriptor) -> list[str]:
     """Every value of ``enum`` as written in JSON, in number order."""
     prefix = enum_prefix(enum)
-    return [value.name[len(prefix):] for value in enum.values]
+    return [value.name[len(prefix) :] for value in enum.values]
 
 
 def _assign(message: Message, field: FieldDescriptor, value: Any, path: str) -> None:
@@ -344,7 +344,7 @@ def _value_to_json(field: FieldDescriptor, value: Any) -> Any:
     if cpp == FieldDescriptor.CPPTYPE_ENUM:
         enum = enum_type(field)
         found = enum.values_by_number.get(value)
-        return found.name[len(enum_prefix(enum)):] if found else value
+        return found.name[len(enum_prefix(enum)) :] if found else value
     if field.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(value).decode("ascii")
     return value

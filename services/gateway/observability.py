@@ -3,8 +3,9 @@
 :class:`RequestTelemetry` wraps the whole Starlette app. Each request gets a
 SERVER span that starts a new trace (a client's ``traceparent`` is not
 adopted: the gateway is where the platform's traces begin), the trace and
-correlation ids in the logging context, and on completion one INFO line with
-the route template, status and duration, never the token or the body.
+correlation ids in the logging context, the deadline budget its upstream calls
+spend, and on completion one INFO line with the route template, status and
+duration (never the token or the body) and the HTTP request metrics.
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ class RequestTelemetry:
 
         # An empty context: the span is a root whatever the caller's trace headers say.
         with _TRACER.start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=otel_context.Context(),
-            kind=trace.SpanKind.SERVER, record_exception=False,
+            f"{scope['method']} {scope['path']}",
+            context=otel_context.Context(),
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
             attributes={"http.request.method": scope["method"]},
         ) as span:
             self._enter_request(scope, info)
@@ -100,7 +103,7 @@ class RequestTelemetry:
 
     def _enter_request(self, scope: Scope, info: RequestInfo) -> None:
         trace_id_var.set(telemetry.current_trace_id())
-        correlation_id_var.set(_header(scope, CORRELATION_HEADER) or str(uuid.uuid4()))
+        correlation_id_var.set(_correlation_id(_header(scope, CORRELATION_HEADER)))
         order_id_var.set("")
         deadline_var.set(time.monotonic() + self._budget_s)
 
@@ -118,10 +121,24 @@ class RequestTelemetry:
         HTTP_REQUESTS.labels(route, str(status)).inc()
         HTTP_SECONDS.labels(route).observe(elapsed)
         _LOGGER.info(
-            "%s %s %d", scope["method"], route, status,
-            extra={"http_method": scope["method"], "route": route, "status": status,
-                   "duration_ms": round(elapsed * 1000, 3)},
+            "%s %s %d",
+            scope["method"],
+            route,
+            status,
+            extra={
+                "http_method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
         )
+
+
+def _correlation_id(offered: str) -> str:
+    """The caller's correlation id when it is a sane token, a fresh one otherwise."""
+    if offered and len(offered) <= 128 and offered.isascii() and offered.isprintable():
+        return offered
+    return str(uuid.uuid4())
 
 
 def _route_template(scope: Scope) -> str:

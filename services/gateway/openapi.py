@@ -42,8 +42,11 @@ _ERROR_SCHEMA = {
             "properties": {
                 "code": {"type": "string", "description": "Stable error code."},
                 "message": {"type": "string"},
-                "field": {"type": "string", "nullable": True,
-                          "description": "Request field at fault, if any."},
+                "field": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Request field at fault, if any.",
+                },
             },
         },
     },
@@ -59,8 +62,9 @@ _ERRORS = {
 }
 
 
-def build_openapi(bindings: Iterable[HttpBinding], *, title: str = "brokermesh API",
-                  version: str = "v1") -> dict[str, Any]:
+def build_openapi(
+    bindings: Iterable[HttpBinding], *, title: str = "brokermesh API", version: str = "v1"
+) -> dict[str, Any]:
     """An OpenAPI 3.0 document for ``bindings``."""
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
@@ -104,15 +108,20 @@ def _operation(binding: HttpBinding, schemas: _Schemas) -> dict[str, Any]:
 
 def _parameters(binding: HttpBinding, schemas: _Schemas) -> list[dict[str, Any]]:
     parameters = [
-        {"name": name, "in": "path", "required": True,
-         "schema": schemas.field(_path_field(binding.method.input_type, name))}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": schemas.field(_path_field(binding.method.input_type, name)),
+        }
         for name in binding.path_fields
     ]
     for field in binding.query_fields:
         if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             continue
-        parameters.append({"name": field.name, "in": "query", "required": False,
-                           "schema": schemas.field(field)})
+        parameters.append(
+            {"name": field.name, "in": "query", "required": False, "schema": schemas.field(field)}
+        )
     return parameters
 
 
@@ -238,8 +247,11 @@ def _constraints(field: FieldDescriptor) -> dict[str, Any]:
 
 def _string_constraints(rules: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for rule, keyword in (("pattern", "pattern"), ("min_len", "minLength"),
-                          ("max_len", "maxLength")):
+    for rule, keyword in (
+        ("pattern", "pattern"),
+        ("min_len", "minLength"),
+        ("max_len", "maxLength"),
+    ):
         if rules.HasField(rule):
             found[keyword] = getattr(rules, rule)
     return found

@@ -108,8 +108,13 @@ def _binding(method: MethodDescriptor, rule: http_pb2.HttpRule) -> HttpBinding:
         verb, template = kind, getattr(rule, kind)
     else:
         raise ValueError(f"{method.full_name}: google.api.http rule has no pattern")
-    binding = HttpBinding(method=method, verb=verb.upper(), template=template,
-                          body=rule.body, response_body=rule.response_body)
+    binding = HttpBinding(
+        method=method,
+        verb=verb.upper(),
+        template=template,
+        body=rule.body,
+        response_body=rule.response_body,
+    )
     _check_fields(binding)
     return binding
 
@@ -129,8 +134,10 @@ def _field_at(message: Descriptor, dotted: str, binding: HttpBinding) -> FieldDe
     for index, part in enumerate(parts):
         field = message.fields_by_name.get(part)
         if field is None:
-            raise ValueError(f"{binding.method.full_name}: {message.full_name} has no field "
-                             f"{part!r} (named by {binding.verb} {binding.template})")
+            raise ValueError(
+                f"{binding.method.full_name}: {message.full_name} has no field "
+                f"{part!r} (named by {binding.verb} {binding.template})"
+            )
         if index == len(parts) - 1:
             return field
         if field.message_type is None:

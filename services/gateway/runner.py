@@ -98,8 +98,15 @@ async def running(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
 
 def _uvicorn_config(app: GatewayApp, settings: GatewaySettings) -> uvicorn.Config:
     return uvicorn.Config(
-        app.http_app(), http="httptools", loop="none", ws="none", lifespan="off",
-        log_config=None, access_log=False, server_header=False, proxy_headers=False,
+        app.http_app(),
+        http="httptools",
+        loop="none",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
 

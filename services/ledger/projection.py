@@ -101,8 +101,9 @@ async def project(conn: asyncpg.Connection, events: Sequence[OrderEvent]) -> int
     return applied
 
 
-async def refusals(conn: asyncpg.Connection,
-                   events: Sequence[OrderEvent]) -> dict[str, tuple[int, MeshError]]:
+async def refusals(
+    conn: asyncpg.Connection, events: Sequence[OrderEvent]
+) -> dict[str, tuple[int, MeshError]]:
     """Which orders :func:`project` would refuse, without writing: order id -> (first
     refused version, why).
 
@@ -161,8 +162,9 @@ def row_of(view: OrderView) -> tuple[object, ...]:
     )
 
 
-async def _load(conn: asyncpg.Connection, order_ids: set[str], *,
-                for_update: bool) -> dict[str, _Stream]:
+async def _load(
+    conn: asyncpg.Connection, order_ids: set[str], *, for_update: bool
+) -> dict[str, _Stream]:
     # Sorted ids lock rows in one global order, so two writers cannot deadlock.
     rows = await conn.fetch(_LOAD_FOR_UPDATE if for_update else _LOAD, sorted(order_ids))
     return {

@@ -43,8 +43,9 @@ class OrderQueryService(order_query_pb2_grpc.OrderQueryServiceServicer):
         """One order's view; NOT_FOUND naming the order when there is none."""
         view = await self._pool.fetchval(_GET, request.order_id, timeout=_timeout_s())
         if view is None:
-            raise NotFound(f"order {request.order_id} not found", field="order_id",
-                           code="ORDER_NOT_FOUND")
+            raise NotFound(
+                f"order {request.order_id} not found", field="order_id", code="ORDER_NOT_FOUND"
+            )
         return GetOrderResponse(order=OrderView.FromString(bytes(view)))
 
     async def ListOrders(

@@ -105,8 +105,9 @@ class PublishError(Exception):
     """JetStream did not acknowledge a publication; the relay retries it on a later pass."""
 
 
-async def pending(conn: asyncpg.Connection, limit: int,
-                  skip: Collection[str] = ()) -> list[OutboxRow]:
+async def pending(
+    conn: asyncpg.Connection, limit: int, skip: Collection[str] = ()
+) -> list[OutboxRow]:
     """Up to ``limit`` unpublished rows, oldest position first, leaving out orders in ``skip``."""
     rows = await conn.fetch(_PENDING, limit, list(skip))
     return [OutboxRow(**{**dict(row), "payload": bytes(row["payload"])}) for row in rows]
@@ -129,9 +130,14 @@ def rounds(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:
     return result
 
 
-async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, *,
-                          limit: int = 256, timeout_s: float = 5.0,
-                          skip: Collection[str] = ()) -> PassResult:
+async def publish_pending(
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
+    *,
+    limit: int = 256,
+    timeout_s: float = 5.0,
+    skip: Collection[str] = (),
+) -> PassResult:
     """One pass: publish up to ``limit`` unpublished rows, then mark and project the acked ones.
 
     Safe to call again at any time (idempotent up to JetStream's de-duplication
@@ -145,9 +151,11 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, *,
     rows = await pending(conn, limit, skip)
     events = {row.position: row.event() for row in rows}
     refused = await projection.refusals(conn, list(events.values()))
-    publishable = [row for row in rows
-                   if row.stream_id not in refused
-                   or row.stream_version < refused[row.stream_id][0]]
+    publishable = [
+        row
+        for row in rows
+        if row.stream_id not in refused or row.stream_version < refused[row.stream_id][0]
+    ]
 
     acked: list[tuple[OutboxRow, OrderEvent]] = []
     duplicates = 0
@@ -159,8 +167,13 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, *,
         failed = False
         for row, result in zip(batch, results, strict=True):
             if isinstance(result, PublishError):
-                _LOGGER.warning("publishing event %s (order %s v%d) failed: %s", row.event_id,
-                                row.stream_id, row.stream_version, result)
+                _LOGGER.warning(
+                    "publishing event %s (order %s v%d) failed: %s",
+                    row.event_id,
+                    row.stream_id,
+                    row.stream_version,
+                    result,
+                )
                 failed = True
             elif isinstance(result, BaseException):
                 raise result
@@ -172,7 +185,9 @@ async def publish_pending(conn: asyncpg.Connection, js: JetStreamContext, *,
 
     await _record(conn, acked)
     return PassResult(
-        published=len(acked), read=len(rows), duplicates=duplicates,
+        published=len(acked),
+        read=len(rows),
+        duplicates=duplicates,
         held_rows=len(rows) - len(publishable),
         held={order_id: str(error) for order_id, (_, error) in refused.items()},
     )
@@ -190,14 +205,21 @@ async def _record(conn: asyncpg.Connection, acked: Sequence[tuple[OutboxRow, Ord
         await projection.project(conn, [event for _, event in ordered])
 
 
-async def _publish_row(js: JetStreamContext, row: OutboxRow, event: OrderEvent,
-                       timeout_s: float) -> int:
+async def _publish_row(
+    js: JetStreamContext, row: OutboxRow, event: OrderEvent, timeout_s: float
+) -> int:
     """Publish one event (and its risk copy) under a producer span; returns duplicates seen."""
     subject = subjects.event_subject(row.event_type)
     span = _TRACER.start_span(
-        f"publish {subject}", context=_parent_context(event), kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "nats", "messaging.destination.name": subject,
-                    "messaging.message.id": row.event_id, "brokermesh.order_id": row.stream_id},
+        f"publish {subject}",
+        context=_parent_context(event),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.message.id": row.event_id,
+            "brokermesh.order_id": row.stream_id,
+        },
     )
     try:
         carrier: dict[str, str] = {}
@@ -215,13 +237,19 @@ async def _publish_row(js: JetStreamContext, row: OutboxRow, event: OrderEvent,
 async def _publish(js: JetStreamContext, copy: subjects.Publication, timeout_s: float) -> int:
     """Publish one message and wait for its ack; 1 when JetStream already had it, else 0."""
     try:
-        ack = await js.publish(copy.subject, copy.payload, timeout=timeout_s,
-                               stream=subjects.STREAM, headers=dict(copy.headers))
+        ack = await js.publish(
+            copy.subject,
+            copy.payload,
+            timeout=timeout_s,
+            stream=subjects.STREAM,
+            headers=dict(copy.headers),
+        )
     except nats.errors.Error as exc:
         raise PublishError(f"{copy.subject} ({copy.msg_id}): {type(exc).__name__} {exc}") from exc
     if _LOGGER.isEnabledFor(logging.DEBUG):
-        _LOGGER.debug("published %s %s seq %d duplicate %s", copy.subject, copy.msg_id,
-                      ack.seq, ack.duplicate)
+        _LOGGER.debug(
+            "published %s %s seq %d duplicate %s", copy.subject, copy.msg_id, ack.seq, ack.duplicate
+        )
     return 1 if ack.duplicate else 0
 
 
@@ -233,8 +261,12 @@ def _parent_context(event: OrderEvent) -> otel_context.Context:
     if trace_id is None:
         return otel_context.Context()
     # The producer's own span id is not stored with the event; a fresh one stands in.
-    parent = SpanContext(trace_id=trace_id, span_id=secrets.randbits(64) or 1, is_remote=True,
-                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent = SpanContext(
+        trace_id=trace_id,
+        span_id=secrets.randbits(64) or 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
@@ -253,9 +285,17 @@ class OutboxRelay:
     NATS is disconnected the relay waits without touching the outbox.
     """
 
-    def __init__(self, database_url: str, nc: NatsClient, js: JetStreamContext, *,
-                 batch_size: int = 256, poll_interval_s: float = 0.5,
-                 publish_timeout_s: float = 5.0, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        nc: NatsClient,
+        js: JetStreamContext,
+        *,
+        batch_size: int = 256,
+        poll_interval_s: float = 0.5,
+        publish_timeout_s: float = 5.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
         self._database_url = database_url
         self._nc = nc
         self._js = js
@@ -287,7 +327,7 @@ class OutboxRelay:
         conn = await asyncpg.connect(self._database_url, timeout=10)
         try:
             await self._acquire_leadership(conn)
-            await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+            await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)  # type: ignore[arg-type]
             _LOGGER.info("outbox relay listening on %s", OUTBOX_CHANNEL)
             # A new session gives held orders another chance (a replay may have fixed them).
             self.held.clear()
@@ -327,8 +367,13 @@ class OutboxRelay:
         published = read = duplicates = held_rows = 0
         started = time.perf_counter()
         while True:
-            result = await publish_pending(conn, self._js, limit=self._batch_size,
-                                           timeout_s=self._publish_timeout_s, skip=self.held)
+            result = await publish_pending(
+                conn,
+                self._js,
+                limit=self._batch_size,
+                timeout_s=self._publish_timeout_s,
+                skip=self.held,
+            )
             self._hold(result.held)
             published += result.published
             read += result.read
@@ -339,10 +384,19 @@ class OutboxRelay:
 
         self.published += published
         if published:
-            _LOGGER.info("relayed %d events (%d duplicates) in %.3f s", published, duplicates,
-                         time.perf_counter() - started)
-        return PassResult(published=published, read=read, duplicates=duplicates,
-                          held_rows=held_rows, held=dict(self.held))
+            _LOGGER.info(
+                "relayed %d events (%d duplicates) in %.3f s",
+                published,
+                duplicates,
+                time.perf_counter() - started,
+            )
+        return PassResult(
+            published=published,
+            read=read,
+            duplicates=duplicates,
+            held_rows=held_rows,
+            held=dict(self.held),
+        )
 
     def _hold(self, refused: Mapping[str, str]) -> None:
         for order_id, reason in refused.items():

@@ -115,8 +115,9 @@ async def fold_streams(conn: asyncpg.Connection) -> AsyncIterator[OrderView]:
                 yield view
             stream_id, view = row["stream_id"], OrderView()
         if row["stream_version"] != view.stream_version + 1:
-            raise projection.ProjectionGap(row["stream_id"], view.stream_version,
-                                           row["stream_version"])
+            raise projection.ProjectionGap(
+                row["stream_id"], view.stream_version, row["stream_version"]
+            )
         domain_events.apply(view, OrderEvent.FromString(bytes(row["payload"])))
     if stream_id is not None:
         yield view

@@ -92,8 +92,10 @@ class LedgerApp:
         # Created unopened so register() can hand it to the servicer before start().
         if self._pool is None:
             self._pool = asyncpg.create_pool(
-                self._settings.database_url, min_size=1,
-                max_size=self._settings.query_pool_size, timeout=10,
+                self._settings.database_url,
+                min_size=1,
+                max_size=self._settings.query_pool_size,
+                timeout=10,
             )
         return self._pool
 
@@ -103,15 +105,21 @@ class LedgerApp:
         nc = NatsClient()
         try:
             await nc.connect(
-                servers=[settings.nats_url], name="ledger", max_reconnect_attempts=-1,
-                error_cb=self._on_nats_error, disconnected_cb=_on_disconnected,
+                servers=[settings.nats_url],
+                name="ledger",
+                max_reconnect_attempts=-1,
+                error_cb=self._on_nats_error,
+                disconnected_cb=_on_disconnected,
                 reconnected_cb=_on_reconnected,
             )
             _LOGGER.info("connected to NATS %s", settings.nats_url)
             js = nc.jetstream(timeout=settings.publish_timeout_ms / 1000)
             await self._ensure_stream(js)
             self.relay = OutboxRelay(
-                settings.database_url, nc, js, batch_size=settings.relay_batch_size,
+                settings.database_url,
+                nc,
+                js,
+                batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.relay_poll_interval_ms / 1000,
                 publish_timeout_s=settings.publish_timeout_ms / 1000,
             )
@@ -129,8 +137,12 @@ class LedgerApp:
                 await ensure_jetstream(js)
                 return
             except Exception as exc:  # any failure here is retried, loudly
-                _LOGGER.warning("cannot ensure the JetStream stream (%s: %s); retrying in %.1f s",
-                                type(exc).__name__, exc, backoff_s)
+                _LOGGER.warning(
+                    "cannot ensure the JetStream stream (%s: %s); retrying in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    backoff_s,
+                )
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 30.0)
 

@@ -98,8 +98,9 @@ def event_headers(event: OrderEvent) -> dict[str, str]:
     }
 
 
-def publications(event: OrderEvent, payload: bytes,
-                 trace_headers: Mapping[str, str] | None = None) -> tuple[Publication, ...]:
+def publications(
+    event: OrderEvent, payload: bytes, trace_headers: Mapping[str, str] | None = None
+) -> tuple[Publication, ...]:
     """Every message ``event`` is published as, order copy first.
 
     ``payload`` is the event exactly as the store holds it, so a consumer

@@ -32,7 +32,9 @@ class OrderEntryApp:
         )
         await self._controls.start()
         self._servicer = OrderEntry(
-            self._pool, self._clients, self._controls,
+            self._pool,
+            self._clients,
+            self._controls,
             recent_requests=self._settings.recent_requests,
         )
 

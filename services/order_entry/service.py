@@ -66,8 +66,14 @@ SELECT order_id FROM order_requests WHERE account_id = $1 AND client_order_id = 
 class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
     """The OrderEntryService servicer."""
 
-    def __init__(self, pool: asyncpg.Pool, clients: ClientFactory, controls: ControlsWatcher,
-                 *, recent_requests: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clients: ClientFactory,
+        controls: ControlsWatcher,
+        *,
+        recent_requests: int,
+    ) -> None:
         self._pool = pool
         self._ids = OrderIds(pool)
         self._controls = controls
@@ -101,8 +107,12 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
 
         if venue:
             await self._hand_to_venue(trail, venue)
-        _LOGGER.info("order %s %s", order.order_id, states.name(trail.state),
-                     extra={"account_id": order.account_id, "state": states.name(trail.state)})
+        _LOGGER.info(
+            "order %s %s",
+            order.order_id,
+            states.name(trail.state),
+            extra={"account_id": order.account_id, "state": states.name(trail.state)},
+        )
         return trail.response()
 
     async def _accept(self, request: order_entry_pb2.SubmitOrderRequest) -> Order:
@@ -127,8 +137,11 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         """Run the controls in order; return the chosen venue, or "" once refused."""
         if self._controls.halted:
             reason = self._controls.current.reason or "no reason given"
-            trail.add(states.REJECTED, actor=PLATFORM,
-                      reason=f"trading is halted by the control plane: {reason}")
+            trail.add(
+                states.REJECTED,
+                actor=PLATFORM,
+                reason=f"trading is halted by the control plane: {reason}",
+            )
             return ""
 
         started = time.perf_counter()
@@ -137,8 +150,12 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         )
         _SEGMENTS["oms_validation"].observe(time.perf_counter() - started)
         if not validation.passed:
-            trail.add(states.REJECTED, decisions=validation.decisions, actor=PLATFORM,
-                      reason=_failures(validation.decisions))
+            trail.add(
+                states.REJECTED,
+                decisions=validation.decisions,
+                actor=PLATFORM,
+                reason=_failures(validation.decisions),
+            )
             return ""
         trail.add(states.VALIDATED, decisions=validation.decisions, actor=PLATFORM)
 
@@ -146,16 +163,18 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         risk = await self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order))
         _SEGMENTS["pre_trade_risk"].observe(time.perf_counter() - started)
         if not risk.approved:
-            trail.add(states.BLOCKED, decisions=risk.decisions, actor=PLATFORM,
-                      reason=_failures(risk.decisions))
+            trail.add(
+                states.BLOCKED,
+                decisions=risk.decisions,
+                actor=PLATFORM,
+                reason=_failures(risk.decisions),
+            )
             return ""
         trail.add(states.RISK_APPROVED, decisions=risk.decisions, actor=PLATFORM)
 
         started = time.perf_counter()
         try:
-            route = await self._router.RouteOrder(
-                routing_pb2.RouteOrderRequest(order=trail.order)
-            )
+            route = await self._router.RouteOrder(routing_pb2.RouteOrderRequest(order=trail.order))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise
@@ -172,7 +191,9 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             inserted = await conn.fetchval(
                 "INSERT INTO order_requests (account_id, client_order_id, order_id) "
                 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING order_id",
-                order.account_id, order.client_order_id, order.order_id,
+                order.account_id,
+                order.client_order_id,
+                order.order_id,
             )
             if inserted is None:
                 existing = await conn.fetchval(
@@ -199,8 +220,9 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         try:
             await self._record_more(trail)
         except (eventstore.ConcurrencyConflict, states.IllegalTransition):
-            _LOGGER.warning("order %s moved on before the rejection could be recorded",
-                            trail.order.order_id)
+            _LOGGER.warning(
+                "order %s moved on before the rejection could be recorded", trail.order.order_id
+            )
 
     async def _record_more(self, trail: _Trail) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -239,15 +261,25 @@ class _Trail:
         self.advisor = advisor
         self.head = eventstore.StreamHead()
         self.pending: list[OrderEvent] = []
-        self.state = states.UNSPECIFIED
+        self.state: int = states.UNSPECIFIED
         self.decisions: list[PolicyDecision] = []
 
-    def add(self, state: int, *, decisions: Sequence[PolicyDecision] = (),
-            actor: Actor | None = None, reason: str = "", venue: str = "") -> None:
+    def add(
+        self,
+        state: int,
+        *,
+        decisions: Sequence[PolicyDecision] = (),
+        actor: Actor | None = None,
+        reason: str = "",
+        venue: str = "",
+    ) -> None:
         states.check(self.order.order_id, self.state, state)
         event = order_events.new_event(
-            self.order, state, version=self.head.version + len(self.pending) + 1,
-            actor=actor or self.advisor, decisions=decisions,
+            self.order,
+            state,
+            version=self.head.version + len(self.pending) + 1,
+            actor=actor or self.advisor,
+            decisions=decisions,
         )
         detail = getattr(event, order_events.detail_field(state))
         detail.SetInParent()

@@ -37,7 +37,8 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
         self._pool = pool
 
     async def RecordExecution(
-        self, request: trade_capture_pb2.RecordExecutionRequest,
+        self,
+        request: trade_capture_pb2.RecordExecutionRequest,
         context: grpc.aio.ServicerContext,
     ) -> trade_capture_pb2.RecordExecutionResponse:
         for attempt in range(1, _ATTEMPTS + 1):
@@ -55,7 +56,8 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
             fresh = await conn.fetchval(
                 "INSERT INTO executions (exec_id, order_id) VALUES ($1, $2) "
                 "ON CONFLICT DO NOTHING RETURNING true",
-                request.exec_id, request.order_id,
+                request.exec_id,
+                request.order_id,
             )
             stored = await eventstore.read_stream(conn, request.order_id)
             if not stored:
@@ -66,8 +68,12 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
 
             event = _event_for(view, request)
             await eventstore.append(conn, eventstore.head_of(stored), [event])
-        _LOGGER.info("order %s %s", request.order_id, event.event_type,
-                     extra={"order_id": request.order_id, "exec_id": request.exec_id})
+        _LOGGER.info(
+            "order %s %s",
+            request.order_id,
+            event.event_type,
+            extra={"order_id": request.order_id, "exec_id": request.exec_id},
+        )
         return trade_capture_pb2.RecordExecutionResponse(state=event.state, recorded=True)
 
 

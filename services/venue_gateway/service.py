@@ -88,8 +88,12 @@ def to_record_request(venue: str, execution: Execution) -> trade_capture_pb2.Rec
     )
     if execution.exec_type.is_trade:
         request.fill.CopyFrom(
-            Fill(exec_id=execution.exec_id, venue=venue, quantity=execution.last_qty,
-                 price=str(execution.last_price))
+            Fill(
+                exec_id=execution.exec_id,
+                venue=venue,
+                quantity=execution.last_qty,
+                price=str(execution.last_price),
+            )
         )
         request.fill.executed_at.FromDatetime(execution.transact_time)
     return request
@@ -98,8 +102,12 @@ def to_record_request(venue: str, execution: Execution) -> trade_capture_pb2.Rec
 class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
     """The VenueGatewayService servicer, over one FIX initiator holding every venue session."""
 
-    def __init__(self, venues: dict[str, str], controls: ControlsWatcher,
-                 trade_capture: trade_capture_pb2_grpc.TradeCaptureServiceStub) -> None:
+    def __init__(
+        self,
+        venues: dict[str, str],
+        controls: ControlsWatcher,
+        trade_capture: trade_capture_pb2_grpc.TradeCaptureServiceStub,
+    ) -> None:
         # venue code (the session's TargetCompID) -> venue service name
         self._venues = venues
         self._controls = controls
@@ -152,11 +160,14 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
                     await self._trade_capture.RecordExecution(report, timeout=5.0)
                     break
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,
-                                      grpc.StatusCode.NOT_FOUND,
-                                      grpc.StatusCode.FAILED_PRECONDITION):
-                        _LOGGER.error("trade capture refused report %s: %s",
-                                      report.exec_id, exc.details())
+                    if exc.code() in (
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        grpc.StatusCode.NOT_FOUND,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                    ):
+                        _LOGGER.error(
+                            "trade capture refused report %s: %s", report.exec_id, exc.details()
+                        )
                         break
                     _LOGGER.warning("trade capture unavailable (%s); retrying", exc.code().name)
                     await asyncio.sleep(delay_s)

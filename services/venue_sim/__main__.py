@@ -1,4 +1,4 @@
-"""Runs one simulated venue: ``BROKERMESH_SERVICE=venue-xnas python -m brokermesh.services.venue_sim``."""
+"""Runs one simulated venue, chosen by ``BROKERMESH_SERVICE`` (venue-xnas or venue-arca)."""
 
 import os
 
@@ -8,4 +8,6 @@ from brokermesh.services.venue_sim.app import VenueApp, VenueSettings
 
 manifest = by_name(os.environ.get("BROKERMESH_SERVICE", "venue-xnas"))
 settings = load_settings(VenueSettings, manifest)
-server.run(manifest, settings, lambda: VenueApp(settings, manifest.name.removeprefix("venue-").upper()))
+server.run(
+    manifest, settings, lambda: VenueApp(settings, manifest.name.removeprefix("venue-").upper())
+)

@@ -164,13 +164,18 @@ class VenueMarket:
             opposite = book.best_ask() if side is Side.BUY else book.best_bid()
             for order in (o for o in seeded if o.side is side):
                 if opposite is not None and (
-                    order.price >= opposite.price if side is Side.BUY
+                    order.price >= opposite.price
+                    if side is Side.BUY
                     else order.price <= opposite.price
                 ):
                     continue
                 self._refills += 1
-                book.add_resting(order_id=f"{order.order_id}-R{self._refills}", side=side,
-                                 price=order.price, quantity=order.quantity)
+                book.add_resting(
+                    order_id=f"{order.order_id}-R{self._refills}",
+                    side=side,
+                    price=order.price,
+                    quantity=order.quantity,
+                )
                 added += 1
         return added
 

@@ -53,10 +53,22 @@ class Workload:
 
 #: The backends' pods, labelled as the NATS Helm chart and CloudNativePG label them.
 BACKENDS: dict[Backend, tuple[Workload, int]] = {
-    Backend.NATS: (Workload(NATS, "brokermesh-nats", {
-        "app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"}), 4222),
-    Backend.POSTGRES: (Workload(POSTGRES, "brokermesh-data", {
-        "cnpg.io/poolerName": "brokermesh-pg-pooler-rw", "cnpg.io/podRole": "pooler"}), 5432),
+    Backend.NATS: (
+        Workload(
+            NATS,
+            "brokermesh-nats",
+            {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"},
+        ),
+        4222,
+    ),
+    Backend.POSTGRES: (
+        Workload(
+            POSTGRES,
+            "brokermesh-data",
+            {"cnpg.io/poolerName": "brokermesh-pg-pooler-rw", "cnpg.io/podRole": "pooler"},
+        ),
+        5432,
+    ),
 }
 
 
@@ -74,8 +86,9 @@ def fix_port(manifest: ServiceManifest) -> int:
     return dict(manifest.extra_ports)["fix"]
 
 
-def expected_edges(manifests: Sequence[ServiceManifest],
-                   deployed: Iterable[str]) -> tuple[set[Edge], set[Edge]]:
+def expected_edges(
+    manifests: Sequence[ServiceManifest], deployed: Iterable[str]
+) -> tuple[set[Edge], set[Edge]]:
     """Edges of the deployed services: (in-cluster, leaving the cluster).
 
     A FIX peer that is not deployed (a real venue in prod) is reached outside the cluster;
@@ -101,8 +114,9 @@ def expected_edges(manifests: Sequence[ServiceManifest],
 
 
 # ---------------------------------------------------------------------- rendered workloads
-def service_workloads(objects: Iterable[Obj],
-                      manifests: Sequence[ServiceManifest]) -> list[Workload]:
+def service_workloads(
+    objects: Iterable[Obj], manifests: Sequence[ServiceManifest]
+) -> list[Workload]:
     """The rendered Deployments that run a manifest's service."""
     names = {m.name for m in manifests}
     workloads = []
@@ -114,10 +128,21 @@ def service_workloads(objects: Iterable[Obj],
         name = labels.get("app.kubernetes.io/name", obj["metadata"]["name"])
         if name not in names:
             continue
-        ports = {p["name"]: p["containerPort"]
-                 for c in template["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
-        workloads.append(Workload(name, obj["metadata"]["namespace"], labels,
-                                  template["spec"].get("serviceAccountName", "default"), ports))
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in template["spec"]["containers"]
+            for p in c.get("ports", [])
+            if "name" in p
+        }
+        workloads.append(
+            Workload(
+                name,
+                obj["metadata"]["namespace"],
+                labels,
+                template["spec"].get("serviceAccountName", "default"),
+                ports,
+            )
+        )
     return workloads
 
 
@@ -127,8 +152,10 @@ def namespace_labels(objects: Iterable[Obj]) -> dict[str, dict[str, str]]:
     for obj in objects:
         if obj.get("kind") == "Namespace":
             name = obj["metadata"]["name"]
-            result[name] = {**obj["metadata"].get("labels", {}),
-                            "kubernetes.io/metadata.name": name}
+            result[name] = {
+                **obj["metadata"].get("labels", {}),
+                "kubernetes.io/metadata.name": name,
+            }
     return result
 
 
@@ -153,8 +180,9 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
 
 
 # ---------------------------------------------------------------------- Istio
-def istio_allowed(objects: Iterable[Obj], services: Sequence[Workload],
-                  targets: Sequence[Workload]) -> Analysis:
+def istio_allowed(
+    objects: Iterable[Obj], services: Sequence[Workload], targets: Sequence[Workload]
+) -> Analysis:
     """Edges that ALLOW AuthorizationPolicies open from ``services`` to ``targets``.
 
     Sources are recognised by principal; principals of anything else (Prometheus, the
@@ -171,15 +199,20 @@ def istio_allowed(objects: Iterable[Obj], services: Sequence[Workload],
             continue
         namespace = obj["metadata"]["namespace"]
         name = f"AuthorizationPolicy {namespace}/{obj['metadata']['name']}"
-        selector = (spec.get("selector") or {})
-        selected = [t for t in targets
-                    if namespace in (t.namespace, ISTIO_ROOT_NAMESPACE)
-                    and selects(selector, t.labels)]
+        selector = spec.get("selector") or {}
+        selected = [
+            t
+            for t in targets
+            if namespace in (t.namespace, ISTIO_ROOT_NAMESPACE) and selects(selector, t.labels)
+        ]
         if not selected:
             continue
         for rule in spec.get("rules", []):
-            ports = [int(p) for to in rule.get("to", [])
-                     for p in (to.get("operation") or {}).get("ports", [])]
+            ports = [
+                int(p)
+                for to in rule.get("to", [])
+                for p in (to.get("operation") or {}).get("ports", [])
+            ]
             sources = rule.get("from", [])
             if not sources:
                 result.problems.append(f"{name} admits any source")
@@ -214,11 +247,16 @@ class NetworkAnalysis:
     problems: list[str] = field(default_factory=list)
 
 
-def _peer_matches(peer: Mapping[str, Any], workload: Workload, policy_namespace: str,
-                  namespaces: Mapping[str, Mapping[str, str]]) -> bool:
+def _peer_matches(
+    peer: Mapping[str, Any],
+    workload: Workload,
+    policy_namespace: str,
+    namespaces: Mapping[str, Mapping[str, str]],
+) -> bool:
     if "namespaceSelector" in peer:
-        ns_labels = namespaces.get(workload.namespace,
-                                   {"kubernetes.io/metadata.name": workload.namespace})
+        ns_labels = namespaces.get(
+            workload.namespace, {"kubernetes.io/metadata.name": workload.namespace}
+        )
         if not selects(peer["namespaceSelector"], ns_labels):
             return False
     elif workload.namespace != policy_namespace:
@@ -236,9 +274,13 @@ def _ports(rule: Mapping[str, Any], workload: Workload) -> list[int] | None:
     return ports or None
 
 
-def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
-                    targets: Sequence[Workload], manifests: Sequence[ServiceManifest],
-                    namespaces: Mapping[str, Mapping[str, str]]) -> NetworkAnalysis:
+def network_allowed(
+    objects: Iterable[Obj],
+    services: Sequence[Workload],
+    targets: Sequence[Workload],
+    manifests: Sequence[ServiceManifest],
+    namespaces: Mapping[str, Mapping[str, str]],
+) -> NetworkAnalysis:
     """Edges NetworkPolicies open: ingress at the callee's pods, egress at the caller's.
 
     Egress to an ipBlock is matched to a FIX peer that is not deployed (a real venue) by
@@ -254,10 +296,12 @@ def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
         name = f"NetworkPolicy {namespace}/{obj['metadata']['name']}"
         spec = obj.get("spec") or {}
         pod_selector = spec.get("podSelector")
-        selected = [t for t in targets
-                    if t.namespace == namespace and selects(pod_selector, t.labels)]
-        callers = [s for s in services
-                   if s.namespace == namespace and selects(pod_selector, s.labels)]
+        selected = [
+            t for t in targets if t.namespace == namespace and selects(pod_selector, t.labels)
+        ]
+        callers = [
+            s for s in services if s.namespace == namespace and selects(pod_selector, s.labels)
+        ]
 
         for rule in spec.get("ingress", []) if selected else []:
             peers = rule.get("from")
@@ -268,8 +312,9 @@ def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
                 if "ipBlock" in peer:
                     result.problems.append(f"{name} admits the ipBlock {peer['ipBlock']}")
                     continue
-                for source in (s for s in services
-                               if _peer_matches(peer, s, namespace, namespaces)):
+                for source in (
+                    s for s in services if _peer_matches(peer, s, namespace, namespaces)
+                ):
                     for target in selected:
                         ports = _ports(rule, target)
                         if ports is None:
@@ -288,14 +333,19 @@ def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
                         ports = [int(p["port"]) for p in rule.get("ports", []) if "port" in p]
                         if not ports:
                             result.problems.append(
-                                f"{name} lets {caller.name} reach {peer['ipBlock']} on any port")
+                                f"{name} lets {caller.name} reach {peer['ipBlock']} on any port"
+                            )
                         for port in ports:
-                            venues = [p for p in by_name[caller.name].fix_peers
-                                      if p not in deployed and fix_port(by_name[p]) == port]
+                            venues = [
+                                p
+                                for p in by_name[caller.name].fix_peers
+                                if p not in deployed and fix_port(by_name[p]) == port
+                            ]
                             if not venues:
                                 result.problems.append(
                                     f"{name} lets {caller.name} reach {peer['ipBlock']['cidr']}"
-                                    f":{port}, which is no FIX peer of its manifest")
+                                    f":{port}, which is no FIX peer of its manifest"
+                                )
                             result.egress.update(Edge(caller.name, v, port) for v in venues)
                     continue
                 for dest in (t for t in targets if _peer_matches(peer, t, namespace, namespaces)):
@@ -303,7 +353,8 @@ def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
                     for caller in callers:
                         if ports is None:
                             result.problems.append(
-                                f"{name} lets {caller.name} reach {dest.name} on every port")
+                                f"{name} lets {caller.name} reach {dest.name} on every port"
+                            )
                             continue
                         result.egress.update(Edge(caller.name, dest.name, p) for p in ports)
     return result
@@ -312,15 +363,15 @@ def network_allowed(objects: Iterable[Obj], services: Sequence[Workload],
 # ---------------------------------------------------------------------- the comparison
 def compare(expected: set[Edge], allowed: set[Edge], what: str) -> list[str]:
     """Messages for edges the code uses but ``what`` does not allow, and the reverse."""
-    missing = [f"{what}: {e} is used by the code (manifests) but not allowed"
-               for e in sorted(expected - allowed)]
-    extra = [f"{what}: {e} is allowed but no manifest uses it"
-             for e in sorted(allowed - expected)]
+    missing = [
+        f"{what}: {e} is used by the code (manifests) but not allowed"
+        for e in sorted(expected - allowed)
+    ]
+    extra = [f"{what}: {e} is allowed but no manifest uses it" for e in sorted(allowed - expected)]
     return missing + extra
 
 
-def call_graph_problems(objects: Sequence[Obj],
-                        manifests: Sequence[ServiceManifest]) -> list[str]:
+def call_graph_problems(objects: Sequence[Obj], manifests: Sequence[ServiceManifest]) -> list[str]:
     """Every difference between the manifests' call graph and the rendered policies."""
     services = service_workloads(objects, manifests)
     targets = [*services, *(workload for workload, _ in BACKENDS.values())]

@@ -48,7 +48,10 @@ def render(directory: Path) -> str:
     """The YAML stream `kubectl kustomize directory` prints."""
     result = subprocess.run(
         [kubectl(), "kustomize", str(directory)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if result.returncode != 0:
         raise RenderError(f"kubectl kustomize {directory} failed:\n{result.stderr}")

@@ -64,9 +64,12 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
-            if (node.get("type") == "object" and "properties" in node
-                    and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for value in node.values():
                 visit(value)
@@ -92,5 +95,7 @@ def validate(obj: Obj) -> list[str]:
         return []
     schema = crd_schema(obj["apiVersion"], obj["kind"])
     validator_class = jsonschema.validators.validator_for(schema, jsonschema.Draft7Validator)
-    return [f"{key(obj)}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in validator_class(schema).iter_errors(obj)]
+    return [
+        f"{key(obj)}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator_class(schema).iter_errors(obj)
+    ]

@@ -14,15 +14,16 @@ from .callgraph import Edge, call_graph_problems, expected_edges
 from .render import OVERLAYS, Obj, find
 
 
-def _replace(manifests: tuple[ServiceManifest, ...], name: str,
-             **changes: object) -> tuple[ServiceManifest, ...]:
-    return tuple(dataclasses.replace(m, **changes) if m.name == name else m
-                 for m in manifests)
+def _replace(
+    manifests: tuple[ServiceManifest, ...], name: str, **changes: object
+) -> tuple[ServiceManifest, ...]:
+    return tuple(dataclasses.replace(m, **changes) if m.name == name else m for m in manifests)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_policies_allow_exactly_the_call_graph_of_the_manifests(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     problems = call_graph_problems(rendered[overlay], MANIFESTS)
 
     assert not problems, "\n".join(problems)
@@ -43,61 +44,77 @@ def test_prod_reaches_the_venues_outside_the_cluster(rendered: dict[str, list[Ob
     assert not deployed & {"venue-xnas", "venue-arca"}
 
 
-def test_a_removed_allow_rule_is_reported_as_a_missing_edge(
-        rendered: dict[str, list[Obj]]) -> None:
+def test_a_removed_allow_rule_is_reported_as_a_missing_edge(rendered: dict[str, list[Obj]]) -> None:
     objects = copy.deepcopy(rendered["dev"])
     policy = find(objects, "AuthorizationPolicy", "oms", "brokermesh-data")
     objects.remove(policy)
 
     problems = call_graph_problems(objects, MANIFESTS)
 
-    assert problems == ["Istio AuthorizationPolicy: order-entry -> oms:50052 is used by the "
-                        "code (manifests) but not allowed"]
+    assert problems == [
+        "Istio AuthorizationPolicy: order-entry -> oms:50052 is used by the "
+        "code (manifests) but not allowed"
+    ]
 
 
 def test_a_removed_network_rule_is_reported_as_a_missing_edge(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = copy.deepcopy(rendered["prod"])
     policy = find(objects, "NetworkPolicy", "router", "brokermesh-data")
     policy["spec"]["ingress"] = []
 
     problems = call_graph_problems(objects, MANIFESTS)
 
-    assert problems == ["NetworkPolicy ingress: order-entry -> router:50054 is used by the "
-                        "code (manifests) but not allowed"]
+    assert problems == [
+        "NetworkPolicy ingress: order-entry -> router:50054 is used by the "
+        "code (manifests) but not allowed"
+    ]
 
 
 def test_a_call_added_to_a_manifest_is_reported_as_an_edge_without_a_rule(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     manifests = _replace(MANIFESTS, "router", calls=("venue-gateway", "risk"))
 
     problems = call_graph_problems(rendered["prod"], manifests)
 
     edge = "router -> risk:50053 is used by the code (manifests) but not allowed"
-    assert problems == [f"Istio AuthorizationPolicy: {edge}", f"NetworkPolicy ingress: {edge}",
-                        f"NetworkPolicy egress: {edge}"]
+    assert problems == [
+        f"Istio AuthorizationPolicy: {edge}",
+        f"NetworkPolicy ingress: {edge}",
+        f"NetworkPolicy egress: {edge}",
+    ]
 
 
 def test_a_call_removed_from_a_manifest_is_reported_as_an_unused_rule(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     manifests = _replace(MANIFESTS, "gateway", calls=("order-entry",))
 
     problems = call_graph_problems(rendered["prod"], manifests)
 
     edge = "gateway -> ledger:50057 is allowed but no manifest uses it"
-    assert problems == [f"Istio AuthorizationPolicy: {edge}", f"NetworkPolicy ingress: {edge}",
-                        f"NetworkPolicy egress: {edge}"]
+    assert problems == [
+        f"Istio AuthorizationPolicy: {edge}",
+        f"NetworkPolicy ingress: {edge}",
+        f"NetworkPolicy egress: {edge}",
+    ]
 
 
 def test_a_backend_dropped_from_a_manifest_is_reported_as_an_unused_rule(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     manifests = _replace(MANIFESTS, "router", backends=())
 
     problems = call_graph_problems(rendered["prod"], manifests)
 
     edge = "router -> nats:4222 is allowed but no manifest uses it"
-    assert problems == [f"Istio AuthorizationPolicy: {edge}", f"NetworkPolicy ingress: {edge}",
-                        f"NetworkPolicy egress: {edge}"]
+    assert problems == [
+        f"Istio AuthorizationPolicy: {edge}",
+        f"NetworkPolicy ingress: {edge}",
+        f"NetworkPolicy egress: {edge}",
+    ]
 
 
 def test_a_rule_admitting_any_source_is_reported(rendered: dict[str, list[Obj]]) -> None:
@@ -111,7 +128,8 @@ def test_a_rule_admitting_any_source_is_reported(rendered: dict[str, list[Obj]])
 
 
 def test_venue_egress_on_a_port_no_fix_peer_uses_is_reported(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = copy.deepcopy(rendered["prod"])
     policy = find(objects, "NetworkPolicy", "venue-gateway-fix", "brokermesh-data")
     policy["spec"]["egress"][0]["ports"][0]["port"] = 443

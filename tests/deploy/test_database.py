@@ -34,12 +34,17 @@ JOB = "brokermesh-migrate"
 RW_HOST = f"{CLUSTER}-rw.{NAMESPACE}.svc.cluster.local"
 UID = 10001
 #: Egress every pod of the namespace gets from network/namespace-defaults.yaml.
-KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
-ISTIOD = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
-          "podSelector": {"matchLabels": {"app": "istiod"}}}
-INSTANCES = {"podSelector": {"matchLabels": {"cnpg.io/cluster": CLUSTER,
-                                             "cnpg.io/podRole": "instance"}}}
+KUBE_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+ISTIOD = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+    "podSelector": {"matchLabels": {"app": "istiod"}},
+}
+INSTANCES = {
+    "podSelector": {"matchLabels": {"cnpg.io/cluster": CLUSTER, "cnpg.io/podRole": "instance"}}
+}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -78,8 +83,11 @@ def secret_names(template: Obj) -> set[str]:
 
 def readers(objects: list[Obj], secret: str) -> set[tuple[str, str]]:
     """(kind, name) of the workloads whose pods read ``secret``."""
-    return {(obj["kind"], obj["metadata"]["name"]) for obj, template in pod_templates(objects)
-            if obj["metadata"].get("namespace") == NAMESPACE and secret in secret_names(template)}
+    return {
+        (obj["kind"], obj["metadata"]["name"])
+        for obj, template in pod_templates(objects)
+        if obj["metadata"].get("namespace") == NAMESPACE and secret in secret_names(template)
+    }
 
 
 def postgres_services() -> set[tuple[str, str]]:
@@ -95,8 +103,12 @@ def job_argv(container: Obj) -> list[str]:
 
 def job_workload(objects: list[Obj]) -> Workload:
     template = find(objects, "Job", JOB, NAMESPACE)["spec"]["template"]
-    return Workload(JOB, NAMESPACE, template["metadata"].get("labels", {}),
-                    template["spec"].get("serviceAccountName", "default"))
+    return Workload(
+        JOB,
+        NAMESPACE,
+        template["metadata"].get("labels", {}),
+        template["spec"].get("serviceAccountName", "default"),
+    )
 
 
 def job_network(objects: list[Obj]) -> tuple[list[str], set[tuple[str, str, int]]]:
@@ -110,20 +122,28 @@ def job_network(objects: list[Obj]) -> tuple[list[str], set[tuple[str, str, int]
     egress: set[tuple[str, str, int]] = set()
     for policy in of_kind(objects, "NetworkPolicy"):
         spec = policy.get("spec") or {}
-        if (policy["metadata"]["namespace"] != NAMESPACE
-                or not selects(spec.get("podSelector"), labels)):
+        if policy["metadata"]["namespace"] != NAMESPACE or not selects(
+            spec.get("podSelector"), labels
+        ):
             continue
         for rule in spec.get("ingress", []):
             problems.append(f"{key(policy)} admits {rule.get('from', 'anything')} to the Job")
         for rule in spec.get("egress", []):
             if not rule.get("to") or not rule.get("ports"):
-                problems.append(f"{key(policy)} lets the Job reach {rule.get('to', 'anything')}"
-                                f" on {rule.get('ports', 'every port')}")
+                problems.append(
+                    f"{key(policy)} lets the Job reach {rule.get('to', 'anything')}"
+                    f" on {rule.get('ports', 'every port')}"
+                )
                 continue
             for peer in rule["to"]:
                 for port in rule["ports"]:
-                    egress.add((json.dumps(peer, sort_keys=True), port.get("protocol", "TCP"),
-                                int(port["port"])))
+                    egress.add(
+                        (
+                            json.dumps(peer, sort_keys=True),
+                            port.get("protocol", "TCP"),
+                            int(port["port"]),
+                        )
+                    )
     return problems, egress
 
 
@@ -131,21 +151,28 @@ def admitted_ports(objects: list[Obj], policy_name: str, workload: Workload) -> 
     """Ports on which NetworkPolicy ``policy_name`` admits ``workload``'s pods."""
     policy = find(objects, "NetworkPolicy", policy_name, NAMESPACE)
     namespaces = namespace_labels(objects)
-    return {int(port["port"]) for rule in policy["spec"].get("ingress", [])
-            if any(_peer_matches(peer, workload, NAMESPACE, namespaces)
-                   for peer in rule.get("from", []))
-            for port in rule.get("ports", [])}
+    return {
+        int(port["port"])
+        for rule in policy["spec"].get("ingress", [])
+        if any(
+            _peer_matches(peer, workload, NAMESPACE, namespaces) for peer in rule.get("from", [])
+        )
+        for port in rule.get("ports", [])
+    }
 
 
 # ---------------------------------------------------------------------- roles
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_database_owner_is_not_the_role_the_services_connect_as(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     cluster = find(objects, "Cluster", CLUSTER, NAMESPACE)["spec"]
-    users = {urlparse(c["data"]["BROKERMESH_DATABASE_URL"]).username
-             for c in of_kind(objects, "ConfigMap")
-             if "BROKERMESH_DATABASE_URL" in c.get("data", {})}
+    users = {
+        urlparse(c["data"]["BROKERMESH_DATABASE_URL"]).username
+        for c in of_kind(objects, "ConfigMap")
+        if "BROKERMESH_DATABASE_URL" in c.get("data", {})
+    }
 
     assert cluster["bootstrap"]["initdb"]["owner"] == OWNER
     assert users == {APP}
@@ -153,7 +180,8 @@ def test_the_database_owner_is_not_the_role_the_services_connect_as(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_services_role_is_managed_with_login_and_nothing_more(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     cluster = find(objects, "Cluster", CLUSTER, NAMESPACE)["spec"]
     roles = {r["name"]: r for r in cluster.get("managed", {}).get("roles", [])}
@@ -173,8 +201,9 @@ def test_the_services_role_is_managed_with_login_and_nothing_more(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_migration_job_reads_the_owner_secret(rendered: dict[str, list[Obj]],
-                                                      overlay: str) -> None:
+def test_only_the_migration_job_reads_the_owner_secret(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
 
     assert readers(objects, OWNER_SECRET) == {("Job", JOB)}
@@ -184,8 +213,9 @@ def test_only_the_migration_job_reads_the_owner_secret(rendered: dict[str, list[
 def test_a_service_reading_the_owner_secret_is_noticed(rendered: dict[str, list[Obj]]) -> None:
     objects = copy.deepcopy(rendered["prod"])
     oms = find(objects, "Deployment", "oms", NAMESPACE)["spec"]["template"]["spec"]
-    next(e for e in oms["containers"][0]["env"]
-         if e["name"] == "PGPASSWORD")["valueFrom"]["secretKeyRef"]["name"] = OWNER_SECRET
+    next(e for e in oms["containers"][0]["env"] if e["name"] == "PGPASSWORD")["valueFrom"][
+        "secretKeyRef"
+    ]["name"] = OWNER_SECRET
 
     assert readers(objects, OWNER_SECRET) == {("Job", JOB), ("Deployment", "oms")}
     assert ("Deployment", "oms") not in readers(objects, APP_SECRET)
@@ -194,17 +224,24 @@ def test_a_service_reading_the_owner_secret_is_noticed(rendered: dict[str, list[
 # ---------------------------------------------------------------------- the migration Job
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_migration_job_runs_migrate_as_the_owner_on_the_primary(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     pod = find(objects, "Job", JOB, NAMESPACE)["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1 and not pod.get("initContainers")
     container = pod["containers"][0]
     argv = job_argv(container)
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])
-               if "secretKeyRef" in (e.get("valueFrom") or {})}
-    service_images = {c["image"] for d in of_kind(objects, "Deployment")
-                      for c in d["spec"]["template"]["spec"]["containers"]}
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in (e.get("valueFrom") or {})
+    }
+    service_images = {
+        c["image"]
+        for d in of_kind(objects, "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
 
     assert not any("$(" in a for a in argv), f"unresolved variable in {argv}"
     assert argv[0] == "brokermesh" and scripts.get("brokermesh") == "brokermesh.cli:main"
@@ -212,7 +249,12 @@ def test_the_migration_job_runs_migrate_as_the_owner_on_the_primary(
     assert args.func is migrate_cli.run
     dsn = urlparse(args.dsn)
     assert (dsn.username, dsn.password, dsn.hostname, dsn.port, dsn.path) == (
-        OWNER, None, RW_HOST, 5432, "/brokermesh")
+        OWNER,
+        None,
+        RW_HOST,
+        5432,
+        "/brokermesh",
+    )
     assert parse_qs(dsn.query).get("sslmode") == ["require"]
     assert secrets == {"PGPASSWORD": {"name": OWNER_SECRET, "key": "password"}}
     assert {container["image"]} == service_images
@@ -221,7 +263,8 @@ def test_the_migration_job_runs_migrate_as_the_owner_on_the_primary(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_migration_job_is_hardened_and_cleans_up_after_itself(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     job = find(objects, "Job", JOB, NAMESPACE)["spec"]
     template = job["template"]
@@ -253,7 +296,8 @@ def test_the_migration_job_is_hardened_and_cleans_up_after_itself(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_migration_job_reaches_postgres_and_dns_and_nothing_reaches_it(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     problems, egress = job_network(rendered[overlay])
     dumps = json.dumps
 
@@ -270,20 +314,23 @@ def test_the_migration_job_reaches_postgres_and_dns_and_nothing_reaches_it(
 def test_a_wider_migration_egress_is_noticed(rendered: dict[str, list[Obj]]) -> None:
     objects = copy.deepcopy(rendered["prod"])
     policy = find(objects, "NetworkPolicy", JOB, NAMESPACE)
-    policy["spec"]["egress"].append({"to": [{"podSelector": {}}],
-                                     "ports": [{"protocol": "TCP", "port": 4222}]})
+    policy["spec"]["egress"].append(
+        {"to": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 4222}]}
+    )
     policy["spec"]["ingress"] = [{"from": [{"podSelector": {}}]}]
 
     problems, egress = job_network(objects)
 
     assert (json.dumps({"podSelector": {}}), "TCP", 4222) in egress
-    assert problems == [f"NetworkPolicy/{NAMESPACE}/{JOB} admits [{{'podSelector': {{}}}}] "
-                        "to the Job"]
+    assert problems == [
+        f"NetworkPolicy/{NAMESPACE}/{JOB} admits [{{'podSelector': {{}}}}] to the Job"
+    ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_postgres_admits_the_migration_job_directly_and_the_pooler_does_not(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     job = job_workload(objects)
 

@@ -41,11 +41,16 @@ def test_no_home_made_statefulset_is_deployed(rendered: dict[str, list[Obj]]) ->
 
 
 def test_nack_reconciles_only_the_nats_namespace_as_the_principal_istio_admits(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     values = yaml.safe_load(NACK_VALUES.read_text())
     policy = find(rendered["istio"], "AuthorizationPolicy", "nats", "brokermesh-nats")
-    principals = {p for rule in policy["spec"]["rules"] for s in rule["from"]
-                  for p in s["source"]["principals"]}
+    principals = {
+        p
+        for rule in policy["spec"]["rules"]
+        for s in rule["from"]
+        for p in s["source"]["principals"]
+    }
 
     assert values["namespaced"] is True
     assert values["jetstream"]["nats"]["url"] == NATS_URL
@@ -53,10 +58,12 @@ def test_nack_reconciles_only_the_nats_namespace_as_the_principal_istio_admits(
 
 
 @pytest.mark.parametrize("config", jetstream.STREAMS, ids=lambda c: c.name)
-def test_each_stream_mirrors_its_definition_in_the_code(rendered: dict[str, list[Obj]],
-                                                        config: jetstream.StreamConfig) -> None:
-    stream = next(s["spec"] for s in of_kind(rendered["prod"], "Stream")
-                  if s["spec"]["name"] == config.name)
+def test_each_stream_mirrors_its_definition_in_the_code(
+    rendered: dict[str, list[Obj]], config: jetstream.StreamConfig
+) -> None:
+    stream = next(
+        s["spec"] for s in of_kind(rendered["prod"], "Stream") if s["spec"]["name"] == config.name
+    )
 
     assert sorted(stream["subjects"]) == sorted(config.subjects or [])
     assert stream["description"] == config.description
@@ -71,7 +78,8 @@ def test_each_stream_mirrors_its_definition_in_the_code(rendered: dict[str, list
 
 
 def test_the_orders_stream_carries_order_events_and_risk_decisions(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     orders = find(rendered["prod"], "Stream", "orders", "brokermesh-nats")["spec"]
 
     assert orders["name"] == "ORDERS"
@@ -79,10 +87,14 @@ def test_the_orders_stream_carries_order_events_and_risk_decisions(
 
 
 @pytest.mark.parametrize("config", jetstream.BUCKETS, ids=lambda c: c.bucket)
-def test_each_bucket_mirrors_its_definition_in_the_code(rendered: dict[str, list[Obj]],
-                                                        config: jetstream.KeyValueConfig) -> None:
-    bucket = next(b["spec"] for b in of_kind(rendered["prod"], "KeyValue")
-                  if b["spec"]["bucket"] == config.bucket)
+def test_each_bucket_mirrors_its_definition_in_the_code(
+    rendered: dict[str, list[Obj]], config: jetstream.KeyValueConfig
+) -> None:
+    bucket = next(
+        b["spec"]
+        for b in of_kind(rendered["prod"], "KeyValue")
+        if b["spec"]["bucket"] == config.bucket
+    )
 
     assert bucket["bucket"] == "controls"
     assert bucket["description"] == config.description
@@ -93,13 +105,17 @@ def test_each_bucket_mirrors_its_definition_in_the_code(rendered: dict[str, list
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_postgres_is_a_three_instance_synchronous_cloudnativepg_cluster(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     cluster = find(rendered[overlay], "Cluster", "brokermesh-pg", "brokermesh-data")["spec"]
     pooler = find(rendered[overlay], "Pooler", "brokermesh-pg-pooler-rw", "brokermesh-data")
 
     assert cluster["instances"] == 3
     assert cluster["postgresql"]["synchronous"] == {
-        "method": "any", "number": 1, "dataDurability": "required"}
+        "method": "any",
+        "number": 1,
+        "dataDurability": "required",
+    }
     assert cluster["bootstrap"]["initdb"]["owner"] == "brokermesh_owner"
     assert pooler["spec"]["cluster"]["name"] == "brokermesh-pg"
     assert pooler["spec"]["type"] == "rw"
@@ -107,14 +123,14 @@ def test_postgres_is_a_three_instance_synchronous_cloudnativepg_cluster(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_services_reach_postgres_through_the_pooler_and_nats_through_its_service(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     for config in of_kind(rendered[overlay], "ConfigMap"):
         data = config.get("data", {})
         if "BROKERMESH_DATABASE_URL" in data:
             dsn = urlparse(data["BROKERMESH_DATABASE_URL"])
             assert dsn.hostname == "brokermesh-pg-pooler-rw.brokermesh-data.svc.cluster.local"
-            assert (dsn.username, dsn.password, dsn.path) == ("brokermesh_app", None,
-                                                               "/brokermesh")
+            assert (dsn.username, dsn.password, dsn.path) == ("brokermesh_app", None, "/brokermesh")
             assert "sslmode=require" in dsn.query
         if "BROKERMESH_NATS_URL" in data:
             assert data["BROKERMESH_NATS_URL"] == NATS_URL
@@ -122,7 +138,8 @@ def test_services_reach_postgres_through_the_pooler_and_nats_through_its_service
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_services_database_password_is_the_managed_roles_not_the_owners(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     for deployment in of_kind(rendered[overlay], "Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for env in container.get("env", []):

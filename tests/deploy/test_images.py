@@ -47,11 +47,14 @@ def test_the_runtime_stage_copies_only_the_venv_and_installs_no_compiler() -> No
 
 
 def test_the_image_runs_python_m_as_the_uid_the_manifests_expect(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     runtime = stages()[-1]
     user = [i.split()[1] for i in runtime if i.startswith("USER ")]
-    uids = {d["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
-            for d in of_kind(rendered["prod"], "Deployment")}
+    uids = {
+        d["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        for d in of_kind(rendered["prod"], "Deployment")
+    }
 
     assert user == ["10001:10001"]
     assert uids == {10001}
@@ -71,8 +74,14 @@ def test_make_images_fails_and_says_so_without_a_container_engine(engine: str) -
     make = shutil.which("make")
     assert make, "make is needed to run the images target"
 
-    result = subprocess.run([make, "-f", str(MAKEFILE), "images", f"CONTAINER_ENGINE={engine}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [make, "-f", str(MAKEFILE), "images", f"CONTAINER_ENGINE={engine}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
     assert result.returncode != 0
     assert "no container engine is available" in result.stderr

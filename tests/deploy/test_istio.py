@@ -13,8 +13,13 @@ from brokermesh.services.registry import MANIFESTS
 from .render import OVERLAYS, Obj, find, key, of_kind
 
 #: Blueprint latency budget, P99 per segment in milliseconds.
-P99_MS = {"gateway_auth": 35, "oms_validation": 45, "pre_trade_risk": 50, "routing": 25,
-          "total": 140}
+P99_MS = {
+    "gateway_auth": 35,
+    "oms_validation": 45,
+    "pre_trade_risk": 50,
+    "routing": 25,
+    "total": 140,
+}
 #: The hand-off to venue-gateway, outside the pre-venue budget (an assumption, documented).
 VENUE_HANDOFF_MS = 50
 HOP_MS = {
@@ -38,17 +43,20 @@ def ms(duration: str) -> float:
 
 
 def test_mutual_tls_is_strict_mesh_wide_and_nothing_relaxes_it(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     policies = list(of_kind(rendered["istio"], "PeerAuthentication"))
 
     assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies] == [
-        ("istio-system", "default")]
+        ("istio-system", "default")
+    ]
     assert policies[0]["spec"] == {"mtls": {"mode": "STRICT"}}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_probe_rewriting_stays_on_so_grpc_probes_pass_under_strict_mtls(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     problems = []
     for deployment in of_kind(rendered[overlay], "Deployment"):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
@@ -62,14 +70,16 @@ def test_probe_rewriting_stays_on_so_grpc_probes_pass_under_strict_mtls(
 
 @pytest.mark.parametrize("namespace", NAMESPACES)
 def test_each_namespace_denies_what_no_allow_policy_admits(
-        rendered: dict[str, list[Obj]], namespace: str) -> None:
+    rendered: dict[str, list[Obj]], namespace: str
+) -> None:
     policy = find(rendered["istio"], "AuthorizationPolicy", "allow-nothing", namespace)
 
     assert policy.get("spec") in ({}, None)
 
 
 def test_every_allow_policy_in_the_planes_names_principals_and_ports(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     for overlay in OVERLAYS:
         for policy in of_kind(rendered[overlay], "AuthorizationPolicy"):
             if policy["metadata"]["name"] == "allow-nothing":
@@ -82,10 +92,12 @@ def test_every_allow_policy_in_the_planes_names_principals_and_ports(
 
 
 def test_every_service_has_a_destination_rule_with_pools_and_outlier_detection(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = rendered["dev"]
-    rules = {r["spec"]["host"]: r["spec"]["trafficPolicy"]
-             for r in of_kind(objects, "DestinationRule")}
+    rules = {
+        r["spec"]["host"]: r["spec"]["trafficPolicy"] for r in of_kind(objects, "DestinationRule")
+    }
     for service in of_kind(objects, "Service"):
         host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
         if "app.kubernetes.io/name" not in service["metadata"].get("labels", {}):
@@ -98,20 +110,27 @@ def test_every_service_has_a_destination_rule_with_pools_and_outlier_detection(
 
 
 def test_hop_timeouts_follow_the_latency_budget(rendered: dict[str, list[Obj]]) -> None:
-    services = {vs["metadata"]["name"]: vs["spec"]["http"][0]
-                for vs in of_kind(rendered["istio"], "VirtualService")}
+    services = {
+        vs["metadata"]["name"]: vs["spec"]["http"][0]
+        for vs in of_kind(rendered["istio"], "VirtualService")
+    }
 
     for name, budget in HOP_MS.items():
         assert ms(services[name]["timeout"]) == budget, name
-    assert sum(HOP_MS[n] for n in ("oms", "risk", "router")) <= (
-        P99_MS["total"] - P99_MS["gateway_auth"]) + VENUE_HANDOFF_MS
+    assert (
+        sum(HOP_MS[n] for n in ("oms", "risk", "router"))
+        <= (P99_MS["total"] - P99_MS["gateway_auth"]) + VENUE_HANDOFF_MS
+    )
 
 
 def test_every_called_service_has_a_timeout_and_only_safe_retries(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     called = {c for m in MANIFESTS for c in m.calls}
-    routes = {vs["metadata"]["name"]: vs["spec"]["http"]
-              for vs in of_kind(rendered["istio"], "VirtualService")}
+    routes = {
+        vs["metadata"]["name"]: vs["spec"]["http"]
+        for vs in of_kind(rendered["istio"], "VirtualService")
+    }
 
     assert called <= set(routes)
     for name, http in routes.items():
@@ -124,7 +143,8 @@ def test_every_called_service_has_a_timeout_and_only_safe_retries(
 
 
 def test_the_rest_gateway_is_exposed_through_the_ingress_with_the_edge_timeout(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = rendered["istio"]
     gateway = next(m for m in MANIFESTS if dict(m.extra_ports).get("http"))
     route = find(objects, "VirtualService", "brokermesh-api")["spec"]
@@ -134,47 +154,57 @@ def test_the_rest_gateway_is_exposed_through_the_ingress_with_the_edge_timeout(
     assert route["gateways"] == ["brokermesh-data/brokermesh-api"]
     assert destination == {
         "host": f"{gateway.name}.brokermesh-data.svc.cluster.local",
-        "port": {"number": dict(gateway.extra_ports)["http"]}}
+        "port": {"number": dict(gateway.extra_ports)["http"]},
+    }
     assert ms(route["http"][0]["timeout"]) == EDGE_MS
     assert server["port"]["protocol"] == "HTTPS"
     assert server["tls"]["credentialName"]
 
 
 def test_the_ingress_requires_a_valid_token_of_the_brokermesh_issuer(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = rendered["istio"]
     authn = find(objects, "RequestAuthentication", "brokermesh-api-jwt", "istio-system")
     authz = find(objects, "AuthorizationPolicy", "brokermesh-api-require-jwt", "istio-system")
     rule = authn["spec"]["jwtRules"][0]
     deny = authz["spec"]["rules"][0]
 
-    assert authn["spec"]["selector"] == authz["spec"]["selector"] == {
-        "matchLabels": {"istio": "ingressgateway"}}
+    assert (
+        authn["spec"]["selector"]
+        == authz["spec"]["selector"]
+        == {"matchLabels": {"istio": "ingressgateway"}}
+    )
     assert rule["issuer"] == "https://auth.brokermesh.local"
     assert rule["audiences"] == ["brokermesh-api"]
     assert rule["jwksUri"].startswith("http") and ".svc.cluster.local" in rule["jwksUri"]
     assert authz["spec"]["action"] == "DENY"
-    assert deny["from"][0]["source"]["notRequestPrincipals"] == [
-        "https://auth.brokermesh.local/*"]
+    assert deny["from"][0]["source"]["notRequestPrincipals"] == ["https://auth.brokermesh.local/*"]
     assert "api.brokermesh.local" in deny["to"][0]["operation"]["hosts"]
 
 
 def test_only_the_ingress_gateway_reaches_the_rest_gateways_http_port(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     policy = find(rendered["istio"], "AuthorizationPolicy", "gateway", "brokermesh-data")
-    http_rules = [r for r in policy["spec"]["rules"]
-                  if r["to"][0]["operation"]["ports"] == ["8080"]]
+    http_rules = [
+        r for r in policy["spec"]["rules"] if r["to"][0]["operation"]["ports"] == ["8080"]
+    ]
 
     assert [r["from"][0]["source"]["principals"] for r in http_rules] == [
-        ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]]
+        ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]
+    ]
 
 
 def test_the_control_plane_admits_nothing_but_metrics_scrapes(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     control = {m.name for m in MANIFESTS if m.plane is Plane.CONTROL}
-    policies = [p for p in of_kind(rendered["istio"], "AuthorizationPolicy")
-                if p["metadata"]["namespace"] == "brokermesh-control"]
+    policies = [
+        p
+        for p in of_kind(rendered["istio"], "AuthorizationPolicy")
+        if p["metadata"]["namespace"] == "brokermesh-control"
+    ]
 
-    assert {p["metadata"]["name"] for p in policies} == {"allow-nothing",
-                                                         "allow-prometheus-scrape"}
+    assert {p["metadata"]["name"] for p in policies} == {"allow-nothing", "allow-prometheus-scrape"}
     assert not any(m.calls and set(m.calls) & control for m in MANIFESTS)

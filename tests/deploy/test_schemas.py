@@ -18,8 +18,9 @@ def test_the_offline_crd_schemas_are_beside_the_repository() -> None:
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_every_rendered_object_matches_its_schema(rendered: dict[str, list[Obj]],
-                                                  target: str) -> None:
+def test_every_rendered_object_matches_its_schema(
+    rendered: dict[str, list[Obj]], target: str
+) -> None:
     try:
         errors = [error for obj in rendered[target] for error in validate(obj)]
     except SchemaMissing as exc:
@@ -29,24 +30,34 @@ def test_every_rendered_object_matches_its_schema(rendered: dict[str, list[Obj]]
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_overlay_renders_both_kubernetes_and_istio_objects(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     kinds = {obj["kind"] for obj in rendered[overlay]}
-    assert {"Namespace", "Deployment", "NetworkPolicy", "AuthorizationPolicy",
-            "PeerAuthentication", "Cluster", "Stream", "PrometheusRule"} <= kinds
+    assert {
+        "Namespace",
+        "Deployment",
+        "NetworkPolicy",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "Cluster",
+        "Stream",
+        "PrometheusRule",
+    } <= kinds
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_each_overlay_deploys_everything_istio_renders(rendered: dict[str, list[Obj]],
-                                                       overlay: str) -> None:
+def test_each_overlay_deploys_everything_istio_renders(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     def ids(objects: list[Obj]) -> set[tuple[str, str, str]]:
-        return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
-                for o in objects}
+        return {
+            (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects
+        }
 
     assert ids(rendered["istio"]) <= ids(rendered[overlay])
 
 
-def test_a_misspelt_field_is_refused_by_the_strict_schemas(
-        rendered: dict[str, list[Obj]]) -> None:
+def test_a_misspelt_field_is_refused_by_the_strict_schemas(rendered: dict[str, list[Obj]]) -> None:
     import copy
 
     rule = copy.deepcopy(next(o for o in rendered["istio"] if o["kind"] == "DestinationRule"))

@@ -27,8 +27,11 @@ def deployed(overlay: str) -> list[ServiceManifest]:
 
 
 def cases() -> list[Any]:
-    return [pytest.param(overlay, m, id=f"{overlay}-{m.name}")
-            for overlay in OVERLAYS for m in deployed(overlay)]
+    return [
+        pytest.param(overlay, m, id=f"{overlay}-{m.name}")
+        for overlay in OVERLAYS
+        for m in deployed(overlay)
+    ]
 
 
 def container(objects: list[Obj], m: ServiceManifest) -> Obj:
@@ -50,14 +53,16 @@ def settings(objects: list[Obj], m: ServiceManifest) -> dict[str, str]:
             env[item["name"]] = item["value"]
         elif "configMapKeyRef" in item.get("valueFrom", {}):
             ref = item["valueFrom"]["configMapKeyRef"]
-            env[item["name"]] = find(objects, "ConfigMap", ref["name"],
-                                     NAMESPACE[m.plane])["data"][ref["key"]]
+            env[item["name"]] = find(objects, "ConfigMap", ref["name"], NAMESPACE[m.plane])["data"][
+                ref["key"]
+            ]
     return env
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
 def test_each_service_has_its_own_deployment_service_and_service_account(
-        rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest) -> None:
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     objects, ns = rendered[overlay], NAMESPACE[m.plane]
     deployment = find(objects, "Deployment", m.name, ns)
     service = find(objects, "Service", m.name, ns)
@@ -81,8 +86,9 @@ def test_the_simulated_venues_run_only_in_dev(rendered: dict[str, list[Obj]]) ->
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
-def test_ports_follow_the_manifest(rendered: dict[str, list[Obj]], overlay: str,
-                                   m: ServiceManifest) -> None:
+def test_ports_follow_the_manifest(
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     objects = rendered[overlay]
     expected = {"grpc": m.grpc_port, "metrics": METRICS_PORT, **dict(m.extra_ports)}
     ports = {p["name"]: p["containerPort"] for p in container(objects, m)["ports"]}
@@ -96,7 +102,8 @@ def test_ports_follow_the_manifest(rendered: dict[str, list[Obj]], overlay: str,
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
 def test_probes_are_native_grpc_health_checks_on_the_grpc_port(
-        rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest) -> None:
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     c = container(rendered[overlay], m)
 
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -104,14 +111,18 @@ def test_probes_are_native_grpc_health_checks_on_the_grpc_port(
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
-def test_settings_follow_the_manifest(rendered: dict[str, list[Obj]], overlay: str,
-                                      m: ServiceManifest) -> None:
+def test_settings_follow_the_manifest(
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     objects = rendered[overlay]
     env = settings(objects, m)
     by_name = {x.name: x for x in MANIFESTS}
     upstreams = parse_upstreams(env.get("BROKERMESH_UPSTREAMS", ""))
-    secrets = [e["valueFrom"]["secretKeyRef"] for e in container(objects, m).get("env", [])
-               if "secretKeyRef" in e.get("valueFrom", {})]
+    secrets = [
+        e["valueFrom"]["secretKeyRef"]
+        for e in container(objects, m).get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
 
     assert env["BROKERMESH_SERVICE"] == m.name
     assert env["BROKERMESH_PORT"] == str(m.grpc_port)
@@ -122,17 +133,21 @@ def test_settings_follow_the_manifest(rendered: dict[str, list[Obj]], overlay: s
         host, _, port = address.rpartition(":")
         target = by_name[callee]
         assert (host, int(port)) == (
-            f"{callee}.{NAMESPACE[target.plane]}.svc.cluster.local", target.grpc_port)
+            f"{callee}.{NAMESPACE[target.plane]}.svc.cluster.local",
+            target.grpc_port,
+        )
     assert ("BROKERMESH_NATS_URL" in env) == (Backend.NATS in m.backends)
     assert ("BROKERMESH_DATABASE_URL" in env) == (Backend.POSTGRES in m.backends)
     assert bool(secrets) == (Backend.POSTGRES in m.backends)
     for purpose, port in m.extra_ports:
-        assert env[f"BROKERMESH_{m.name.upper().replace('-', '_')}_{purpose.upper()}_PORT"] == \
-            str(port)
+        assert env[f"BROKERMESH_{m.name.upper().replace('-', '_')}_{purpose.upper()}_PORT"] == str(
+            port
+        )
 
 
 def test_the_gateway_listens_on_all_interfaces_and_reads_the_signing_key_secret(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     gateway = next(m for m in MANIFESTS if m.name == "gateway")
     for overlay in OVERLAYS:
         objects = rendered[overlay]
@@ -150,33 +165,40 @@ def test_the_gateway_listens_on_all_interfaces_and_reads_the_signing_key_secret(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_venue_gateway_has_a_fix_endpoint_for_every_fix_peer(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     venue_gateway = next(m for m in MANIFESTS if m.fix_peers)
-    endpoints = parse_upstreams(settings(rendered[overlay], venue_gateway)
-                                ["BROKERMESH_VENUE_FIX_PORTS"])
+    endpoints = parse_upstreams(
+        settings(rendered[overlay], venue_gateway)["BROKERMESH_VENUE_FIX_PORTS"]
+    )
 
     assert sorted(endpoints) == sorted(venue_gateway.fix_peers)
 
 
-def test_prod_fix_endpoints_lie_inside_the_egress_allowance(
-        rendered: dict[str, list[Obj]]) -> None:
+def test_prod_fix_endpoints_lie_inside_the_egress_allowance(rendered: dict[str, list[Obj]]) -> None:
     venue_gateway = next(m for m in MANIFESTS if m.fix_peers)
-    endpoints = parse_upstreams(settings(rendered["prod"], venue_gateway)
-                                ["BROKERMESH_VENUE_FIX_PORTS"])
+    endpoints = parse_upstreams(
+        settings(rendered["prod"], venue_gateway)["BROKERMESH_VENUE_FIX_PORTS"]
+    )
     policy = find(rendered["prod"], "NetworkPolicy", "venue-gateway-fix", "brokermesh-data")
-    allowed = [(ipaddress.ip_network(peer["ipBlock"]["cidr"]), port["port"])
-               for rule in policy["spec"]["egress"] for peer in rule["to"]
-               for port in rule["ports"]]
+    allowed = [
+        (ipaddress.ip_network(peer["ipBlock"]["cidr"]), port["port"])
+        for rule in policy["spec"]["egress"]
+        for peer in rule["to"]
+        for port in rule["ports"]
+    ]
 
     for venue, address in endpoints.items():
         host, _, port = address.rpartition(":")
-        assert any(ipaddress.ip_address(host) in net and int(port) == p
-                   for net, p in allowed), f"{venue} at {address} is outside the egress policy"
+        assert any(ipaddress.ip_address(host) in net and int(port) == p for net, p in allowed), (
+            f"{venue} at {address} is outside the egress policy"
+        )
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
 def test_containers_run_unprivileged_on_a_read_only_root_filesystem(
-        rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest) -> None:
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     objects = rendered[overlay]
     pod = find(objects, "Deployment", m.name, NAMESPACE[m.plane])["spec"]["template"]["spec"]
     c = container(objects, m)
@@ -197,8 +219,9 @@ def test_containers_run_unprivileged_on_a_read_only_root_filesystem(
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
-def test_resources_are_requested_and_limited(rendered: dict[str, list[Obj]], overlay: str,
-                                             m: ServiceManifest) -> None:
+def test_resources_are_requested_and_limited(
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     resources = container(rendered[overlay], m)["resources"]
 
     for bound in ("requests", "limits"):
@@ -206,20 +229,24 @@ def test_resources_are_requested_and_limited(rendered: dict[str, list[Obj]], ove
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
-def test_pods_spread_over_zones_and_nodes(rendered: dict[str, list[Obj]], overlay: str,
-                                          m: ServiceManifest) -> None:
+def test_pods_spread_over_zones_and_nodes(
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     pod = find(rendered[overlay], "Deployment", m.name, NAMESPACE[m.plane])["spec"]["template"]
     constraints = pod["spec"]["topologySpreadConstraints"]
 
     assert {c["topologyKey"] for c in constraints} == {
-        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
     for c in constraints:
         assert c["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
 def test_images_are_the_one_brokermesh_image_pulled_always(
-        rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest) -> None:
+    rendered: dict[str, list[Obj]], overlay: str, m: ServiceManifest
+) -> None:
     c = container(rendered[overlay], m)
     name, _, tag = c["image"].rpartition(":")
 
@@ -230,22 +257,26 @@ def test_images_are_the_one_brokermesh_image_pulled_always(
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_hpas_and_pdbs_cover_exactly_the_stateless_data_plane_services(
-        rendered: dict[str, list[Obj]], overlay: str) -> None:
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     hot = {m.name for m in deployed(overlay) if m.stateless and m.plane is Plane.DATA}
-    hpas = {o["spec"]["scaleTargetRef"]["name"]
-            for o in of_kind(objects, "HorizontalPodAutoscaler")}
+    hpas = {
+        o["spec"]["scaleTargetRef"]["name"] for o in of_kind(objects, "HorizontalPodAutoscaler")
+    }
     pdbs = {o["metadata"]["name"] for o in of_kind(objects, "PodDisruptionBudget")}
 
     assert hpas == hot
     assert pdbs == hot
     for name in hot:
         assert "replicas" not in find(objects, "Deployment", name)["spec"], (
-            f"{name}: the HPA owns the replica count")
+            f"{name}: the HPA owns the replica count"
+        )
 
 
 def test_prod_runs_at_least_three_replicas_of_each_hot_path_service(
-        rendered: dict[str, list[Obj]]) -> None:
+    rendered: dict[str, list[Obj]],
+) -> None:
     for hpa in of_kind(rendered["prod"], "HorizontalPodAutoscaler"):
         assert hpa["spec"]["minReplicas"] >= 3
         assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
@@ -257,10 +288,14 @@ def test_no_secret_value_is_committed(rendered: dict[str, list[Obj]], overlay: s
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_control_plane_is_alone_in_its_namespace(rendered: dict[str, list[Obj]],
-                                                     overlay: str) -> None:
-    by_namespace = {(o["metadata"]["namespace"], o["metadata"]["name"])
-                    for o in of_kind(rendered[overlay], "Deployment")}
+def test_the_control_plane_is_alone_in_its_namespace(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    by_namespace = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in of_kind(rendered[overlay], "Deployment")
+    }
 
     assert {name for ns, name in by_namespace if ns == "brokermesh-control"} == {
-        m.name for m in MANIFESTS if m.plane is Plane.CONTROL}
+        m.name for m in MANIFESTS if m.plane is Plane.CONTROL
+    }

@@ -32,7 +32,6 @@ def test_key_path_defaults_beside_the_service_data_dirs() -> None:
 def test_http_port_comes_from_the_gateway_environment() -> None:
     from brokermesh.mesh.config import load
 
-    settings = load(GatewaySettings, "gateway",
-                    environ={"BROKERMESH_GATEWAY_HTTP_PORT": "9090"})
+    settings = load(GatewaySettings, "gateway", environ={"BROKERMESH_GATEWAY_HTTP_PORT": "9090"})
 
     assert settings.http_port == 9090

@@ -25,8 +25,9 @@ def key() -> Ed25519PrivateKey:
 
 @pytest.fixture
 def verifier(key: Ed25519PrivateKey) -> auth.TokenVerifier:
-    return auth.TokenVerifier(key.public_key(), issuer=DEFAULT_ISSUER,
-                              audience=DEFAULT_AUDIENCE, cache_size=4)
+    return auth.TokenVerifier(
+        key.public_key(), issuer=DEFAULT_ISSUER, audience=DEFAULT_AUDIENCE, cache_size=4
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -44,14 +45,21 @@ def _forged(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None
 
 def _claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims = {"sub": "ADV-1207", "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE,
-              "iat": now, "exp": now + 600, "role": "advisor"}
+    claims = {
+        "sub": "ADV-1207",
+        "iss": DEFAULT_ISSUER,
+        "aud": DEFAULT_AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+        "role": "advisor",
+    }
     claims.update(changes)
     return claims
 
 
-def test_valid_token_yields_its_advisor(key: Ed25519PrivateKey,
-                                        verifier: auth.TokenVerifier) -> None:
+def test_valid_token_yields_its_advisor(
+    key: Ed25519PrivateKey, verifier: auth.TokenVerifier
+) -> None:
     token = auth.issue_token(key, "ADV-1207", ttl_s=600)
 
     principal = verifier.authenticate(f"Bearer {token}")
@@ -60,8 +68,9 @@ def test_valid_token_yields_its_advisor(key: Ed25519PrivateKey,
     assert principal.role == "advisor"
 
 
-def test_hs256_signed_with_the_public_key_is_refused(key: Ed25519PrivateKey,
-                                                     verifier: auth.TokenVerifier) -> None:
+def test_hs256_signed_with_the_public_key_is_refused(
+    key: Ed25519PrivateKey, verifier: auth.TokenVerifier
+) -> None:
     public_pem = auth.public_pem(key.public_key())
     token = _forged({"alg": "HS256", "typ": "JWT"}, _claims(), public_pem)
 
@@ -75,8 +84,7 @@ def test_unsigned_token_is_refused(verifier: auth.TokenVerifier, alg: str) -> No
         verifier.verify(_forged({"alg": alg, "typ": "JWT"}, _claims(), None))
 
 
-def test_expired_token_is_refused(key: Ed25519PrivateKey,
-                                  verifier: auth.TokenVerifier) -> None:
+def test_expired_token_is_refused(key: Ed25519PrivateKey, verifier: auth.TokenVerifier) -> None:
     token = auth.issue_token(key, "ADV-1207", ttl_s=60, now=time.time() - 3600)
 
     with pytest.raises(auth.AuthError, match="expired"):
@@ -88,7 +96,9 @@ def test_expired_token_is_refused(key: Ed25519PrivateKey,
     [{"issuer": "https://evil.example"}, {"audience": "someone-else"}],
 )
 def test_token_for_another_issuer_or_audience_is_refused(
-    key: Ed25519PrivateKey, verifier: auth.TokenVerifier, changes: dict[str, str],
+    key: Ed25519PrivateKey,
+    verifier: auth.TokenVerifier,
+    changes: dict[str, str],
 ) -> None:
     token = auth.issue_token(key, "ADV-1207", ttl_s=600, **changes)
 
@@ -104,9 +114,9 @@ def test_token_signed_by_another_key_is_refused(verifier: auth.TokenVerifier) ->
 
 
 @pytest.mark.parametrize("missing", ["sub", "exp", "iss", "aud"])
-def test_token_without_a_required_claim_is_refused(key: Ed25519PrivateKey,
-                                                   verifier: auth.TokenVerifier,
-                                                   missing: str) -> None:
+def test_token_without_a_required_claim_is_refused(
+    key: Ed25519PrivateKey, verifier: auth.TokenVerifier, missing: str
+) -> None:
     import jwt
 
     claims = _claims()
@@ -118,14 +128,16 @@ def test_token_without_a_required_claim_is_refused(key: Ed25519PrivateKey,
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic YWRtaW46YWRtaW4=", "Bearer ", "Bearer x.y.z"])
-def test_missing_or_malformed_authorization_is_refused(verifier: auth.TokenVerifier,
-                                                       header: str | None) -> None:
+def test_missing_or_malformed_authorization_is_refused(
+    verifier: auth.TokenVerifier, header: str | None
+) -> None:
     with pytest.raises(auth.AuthError):
         verifier.authenticate(header)
 
 
-def test_cached_token_is_still_refused_once_expired(key: Ed25519PrivateKey,
-                                                    verifier: auth.TokenVerifier) -> None:
+def test_cached_token_is_still_refused_once_expired(
+    key: Ed25519PrivateKey, verifier: auth.TokenVerifier
+) -> None:
     now = time.time()
     token = auth.issue_token(key, "ADV-1207", ttl_s=60, now=now)
     assert verifier.verify(token, now=now).subject == "ADV-1207"

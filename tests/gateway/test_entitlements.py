@@ -22,8 +22,9 @@ GRANT SELECT ON advisors, advisor_accounts TO brokermesh_app;
 
 async def _owner(dsn: str) -> asyncpg.Connection:
     # Bounded waits: a lock held elsewhere fails the test quickly instead of hanging it.
-    return await asyncpg.connect(dsn, timeout=10, server_settings={
-        "lock_timeout": "5s", "statement_timeout": "10s"})
+    return await asyncpg.connect(
+        dsn, timeout=10, server_settings={"lock_timeout": "5s", "statement_timeout": "10s"}
+    )
 
 
 def _closed_port() -> int:

@@ -59,9 +59,10 @@ BLUEPRINT_BODY = b"""{
 #: An order already on the book of ADV-2001's account, which ADV-1207 must not see.
 OTHER_ADVISORS_ORDER = "ORD-20260316-00000001"
 FAKE_UPSTREAM = ServiceManifest(
-    name="fake-trading", plane=Plane.DATA, grpc_port=0,
-    serves=("brokermesh.trading.v1.OrderEntryService",
-            "brokermesh.trading.v1.OrderQueryService"),
+    name="fake-trading",
+    plane=Plane.DATA,
+    grpc_port=0,
+    serves=("brokermesh.trading.v1.OrderEntryService", "brokermesh.trading.v1.OrderQueryService"),
 )
 
 
@@ -69,8 +70,9 @@ FAKE_UPSTREAM = ServiceManifest(
 
 
 @dataclass
-class FakeOrders(order_entry_pb2_grpc.OrderEntryServiceServicer,
-                 order_query_pb2_grpc.OrderQueryServiceServicer):
+class FakeOrders(
+    order_entry_pb2_grpc.OrderEntryServiceServicer, order_query_pb2_grpc.OrderQueryServiceServicer
+):
     """Order entry and order query over one in-memory book, idempotent per client order id."""
 
     views: dict[str, order_query_pb2.OrderView] = field(default_factory=dict)
@@ -79,11 +81,19 @@ class FakeOrders(order_entry_pb2_grpc.OrderEntryServiceServicer,
     trace_ids: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
-        self._book(order_pb2.Order(
-            order_id=OTHER_ADVISORS_ORDER, client_order_id="CO-1", account_id="ACC-555001",
-            advisor_id="ADV-2001", symbol="QQQ", side=common_pb2.SIDE_SELL, quantity=10,
-            order_type=common_pb2.ORDER_TYPE_MARKET, time_in_force=common_pb2.TIME_IN_FORCE_DAY,
-        ))
+        self._book(
+            order_pb2.Order(
+                order_id=OTHER_ADVISORS_ORDER,
+                client_order_id="CO-1",
+                account_id="ACC-555001",
+                advisor_id="ADV-2001",
+                symbol="QQQ",
+                side=common_pb2.SIDE_SELL,
+                quantity=10,
+                order_type=common_pb2.ORDER_TYPE_MARKET,
+                time_in_force=common_pb2.TIME_IN_FORCE_DAY,
+            )
+        )
 
     def register(self, server: grpc.aio.Server) -> None:
         order_entry_pb2_grpc.add_OrderEntryServiceServicer_to_server(self, server)
@@ -92,8 +102,9 @@ class FakeOrders(order_entry_pb2_grpc.OrderEntryServiceServicer,
     async def stop(self) -> None:
         self.views.clear()
 
-    async def SubmitOrder(self, request: order_entry_pb2.SubmitOrderRequest,
-                          context: grpc.aio.ServicerContext) -> order_entry_pb2.SubmitOrderResponse:
+    async def SubmitOrder(
+        self, request: order_entry_pb2.SubmitOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_entry_pb2.SubmitOrderResponse:
         self.received.append(request)
         self.trace_ids.append(telemetry.current_trace_id())
         key = (request.account_id, request.client_order_id)
@@ -102,33 +113,41 @@ class FakeOrders(order_entry_pb2_grpc.OrderEntryServiceServicer,
             self.by_client_id[key] = self._book(_order_from(request, len(self.views) + 1))
         view = self.views[self.by_client_id[key]]
         return order_entry_pb2.SubmitOrderResponse(
-            order_id=view.order.order_id, status=view.state,
-            accepted_at=view.order.accepted_at, trace_id=telemetry.current_trace_id(),
-            risk_decisions=view.policy_decisions, duplicate=duplicate,
+            order_id=view.order.order_id,
+            status=view.state,
+            accepted_at=view.order.accepted_at,
+            trace_id=telemetry.current_trace_id(),
+            risk_decisions=view.policy_decisions,
+            duplicate=duplicate,
         )
 
-    async def GetOrder(self, request: order_query_pb2.GetOrderRequest,
-                       context: grpc.aio.ServicerContext) -> order_query_pb2.GetOrderResponse:
+    async def GetOrder(
+        self, request: order_query_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_query_pb2.GetOrderResponse:
         view = self.views.get(request.order_id)
         if view is None:
-            raise NotFound(f"no order {request.order_id}", field="order_id",
-                           code="ORDER_NOT_FOUND")
+            raise NotFound(f"no order {request.order_id}", field="order_id", code="ORDER_NOT_FOUND")
         return order_query_pb2.GetOrderResponse(order=view)
 
-    async def ListOrders(self, request: order_query_pb2.ListOrdersRequest,
-                         context: grpc.aio.ServicerContext) -> order_query_pb2.ListOrdersResponse:
+    async def ListOrders(
+        self, request: order_query_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> order_query_pb2.ListOrdersResponse:
         views = [v for v in self.views.values() if v.order.account_id == request.account_id]
         return order_query_pb2.ListOrdersResponse(orders=views)
 
     def _book(self, order: order_pb2.Order) -> str:
         decisions = [
-            common_pb2.PolicyDecision(policy=name, result=common_pb2.DECISION_RESULT_PASS,
-                                      reason="within limits")
+            common_pb2.PolicyDecision(
+                policy=name, result=common_pb2.DECISION_RESULT_PASS, reason="within limits"
+            )
             for name in ("buying_power", "concentration")
         ]
         self.views[order.order_id] = order_query_pb2.OrderView(
-            order=order, state=order_pb2.ORDER_STATE_NEW, leaves_quantity=order.quantity,
-            policy_decisions=decisions, stream_version=1,
+            order=order,
+            state=order_pb2.ORDER_STATE_NEW,
+            leaves_quantity=order.quantity,
+            policy_decisions=decisions,
+            stream_version=1,
         )
         return str(order.order_id)
 
@@ -137,11 +156,18 @@ def _order_from(request: order_entry_pb2.SubmitOrderRequest, number: int) -> ord
     accepted_at = timestamp_pb2.Timestamp()
     accepted_at.GetCurrentTime()
     return order_pb2.Order(
-        order_id=f"ORD-20260316-{number:08d}", client_order_id=request.client_order_id,
-        account_id=request.account_id, advisor_id=request.advisor_id, symbol=request.symbol,
-        side=request.side, quantity=request.quantity, order_type=request.order_type,
-        limit_price=request.limit_price, time_in_force=request.time_in_force,
-        accepted_at=accepted_at, trace_id=telemetry.current_trace_id(),
+        order_id=f"ORD-20260316-{number:08d}",
+        client_order_id=request.client_order_id,
+        account_id=request.account_id,
+        advisor_id=request.advisor_id,
+        symbol=request.symbol,
+        side=request.side,
+        quantity=request.quantity,
+        order_type=request.order_type,
+        limit_price=request.limit_price,
+        time_in_force=request.time_in_force,
+        accepted_at=accepted_at,
+        trace_id=telemetry.current_trace_id(),
     )
 
 
@@ -165,8 +191,9 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def platform(postgres: Any, signing_key: tuple[Path, Any],
-                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+async def platform(
+    postgres: Any, signing_key: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(TracerProvider())
     keys_dir, key = signing_key
@@ -174,11 +201,14 @@ async def platform(postgres: Any, signing_key: tuple[Path, Any],
     upstream = await mesh_server.start(FAKE_UPSTREAM, ServiceSettings(port=0), orders)
     address = f"127.0.0.1:{upstream.port}"
     settings = GatewaySettings(
-        port=0, http_port=0, database_url=postgres.app_dsn,
+        port=0,
+        http_port=0,
+        database_url=postgres.app_dsn,
         data_dir=tmp_path_factory.mktemp("gateway"),
         jwt_public_key_path=keys_dir / "jwt-signing.pub.pem",
         upstreams=f"order-entry={address},ledger={address}",
-        entitlements_refresh_s=0.2, shutdown_grace_s=1.0,
+        entitlements_refresh_s=0.2,
+        shutdown_grace_s=1.0,
     )
 
     def token_for(advisor: str, **options: Any) -> str:
@@ -213,18 +243,26 @@ def _error(response: httpx.Response) -> dict[str, Any]:
 
 
 async def test_blueprint_order_is_accepted_with_the_documented_answer(
-    platform: Platform, caplog: pytest.LogCaptureFixture,
+    platform: Platform,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     token = platform.token_for("ADV-1207")
 
     with caplog.at_level("INFO", logger="brokermesh.services.gateway"):
-        response = await platform.client.post("/v1/orders", content=BLUEPRINT_BODY,
-                                              headers=_bearer(token))
+        response = await platform.client.post(
+            "/v1/orders", content=BLUEPRINT_BODY, headers=_bearer(token)
+        )
 
     assert response.status_code == 201, response.text
     answer = response.json()
-    assert set(answer) == {"order_id", "status", "accepted_at", "trace_id", "risk_decisions",
-                           "duplicate"}
+    assert set(answer) == {
+        "order_id",
+        "status",
+        "accepted_at",
+        "trace_id",
+        "risk_decisions",
+        "duplicate",
+    }
     assert re.fullmatch(r"ORD-\d{8}-\d{8}", answer["order_id"])
     assert answer["status"] == "NEW"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", answer["accepted_at"])
@@ -258,20 +296,24 @@ async def test_repeated_client_order_id_answers_200_with_the_original(
 
 async def test_advisor_without_the_account_is_forbidden(platform: Platform) -> None:
     response = await platform.client.post(
-        "/v1/orders", content=_body(advisor_id="ADV-2001"),
+        "/v1/orders",
+        content=_body(advisor_id="ADV-2001"),
         headers=_bearer(platform.token_for("ADV-2001")),
     )
 
     assert response.status_code == 403
     assert _error(response) == {
-        "code": "ACCOUNT_NOT_ENTITLED", "field": "account_id",
+        "code": "ACCOUNT_NOT_ENTITLED",
+        "field": "account_id",
         "message": "the account is not assigned to the authenticated advisor",
     }
 
 
 async def test_order_on_another_advisors_behalf_is_forbidden(platform: Platform) -> None:
     response = await platform.client.post(
-        "/v1/orders", content=BLUEPRINT_BODY, headers=_bearer(platform.token_for("ADV-2001")),
+        "/v1/orders",
+        content=BLUEPRINT_BODY,
+        headers=_bearer(platform.token_for("ADV-2001")),
     )
 
     assert response.status_code == 403
@@ -282,8 +324,11 @@ async def test_order_on_another_advisors_behalf_is_forbidden(platform: Platform)
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
-        (BLUEPRINT_BODY.replace(b'"quantity": 100', b'"quantity": 100.5'),
-         "INVALID_ARGUMENT", "quantity"),
+        (
+            BLUEPRINT_BODY.replace(b'"quantity": 100', b'"quantity": 100.5'),
+            "INVALID_ARGUMENT",
+            "quantity",
+        ),
         (_body(stop_price=180), "INVALID_ARGUMENT", "stop_price"),
         (_body(side="HOLD"), "INVALID_ARGUMENT", "side"),
         (_body(symbol="aapl"), "INVALID_ARGUMENT", "symbol"),
@@ -293,12 +338,16 @@ async def test_order_on_another_advisors_behalf_is_forbidden(platform: Platform)
     ],
 )
 async def test_malformed_order_is_refused_naming_the_field(
-    platform: Platform, body: bytes, code: str, field: str | None,
+    platform: Platform,
+    body: bytes,
+    code: str,
+    field: str | None,
 ) -> None:
     sent = len(platform.orders.received)
 
-    response = await platform.client.post("/v1/orders", content=body,
-                                          headers=_bearer(platform.token_for("ADV-1207")))
+    response = await platform.client.post(
+        "/v1/orders", content=body, headers=_bearer(platform.token_for("ADV-1207"))
+    )
 
     assert response.status_code == 400, response.text
     assert (_error(response)["code"], _error(response)["field"]) == (code, field)
@@ -310,10 +359,10 @@ async def test_malformed_order_is_refused_naming_the_field(
     [{}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic QURWOng="}],
 )
 async def test_request_without_a_valid_token_is_unauthenticated(
-    platform: Platform, headers: dict[str, str],
+    platform: Platform,
+    headers: dict[str, str],
 ) -> None:
-    response = await platform.client.post("/v1/orders", content=BLUEPRINT_BODY,
-                                          headers=headers)
+    response = await platform.client.post("/v1/orders", content=BLUEPRINT_BODY, headers=headers)
 
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -323,8 +372,7 @@ async def test_request_without_a_valid_token_is_unauthenticated(
 async def test_token_from_another_issuer_is_unauthenticated(platform: Platform) -> None:
     token = platform.token_for("ADV-1207", issuer="https://evil.example")
 
-    response = await platform.client.get("/v1/orders/ORD-20260316-00000001",
-                                         headers=_bearer(token))
+    response = await platform.client.get("/v1/orders/ORD-20260316-00000001", headers=_bearer(token))
 
     assert response.status_code == 401
 
@@ -350,25 +398,31 @@ async def test_advisor_reads_their_order_as_an_order_view(platform: Platform) ->
 
 
 async def test_order_of_an_unassigned_account_is_forbidden(platform: Platform) -> None:
-    response = await platform.client.get(f"/v1/orders/{OTHER_ADVISORS_ORDER}",
-                                         headers=_bearer(platform.token_for("ADV-1207")))
+    response = await platform.client.get(
+        f"/v1/orders/{OTHER_ADVISORS_ORDER}", headers=_bearer(platform.token_for("ADV-1207"))
+    )
 
     assert response.status_code == 403
     assert _error(response)["code"] == "ACCOUNT_NOT_ENTITLED"
 
 
 async def test_unknown_order_answers_404_with_the_upstream_code(platform: Platform) -> None:
-    response = await platform.client.get("/v1/orders/ORD-20260316-99999999",
-                                         headers=_bearer(platform.token_for("ADV-1207")))
+    response = await platform.client.get(
+        "/v1/orders/ORD-20260316-99999999", headers=_bearer(platform.token_for("ADV-1207"))
+    )
 
     assert response.status_code == 404
-    assert _error(response) == {"code": "ORDER_NOT_FOUND", "field": "order_id",
-                                "message": "no order ORD-20260316-99999999"}
+    assert _error(response) == {
+        "code": "ORDER_NOT_FOUND",
+        "field": "order_id",
+        "message": "no order ORD-20260316-99999999",
+    }
 
 
 async def test_malformed_order_id_is_refused_before_the_upstream(platform: Platform) -> None:
-    response = await platform.client.get("/v1/orders/not-an-order",
-                                         headers=_bearer(platform.token_for("ADV-1207")))
+    response = await platform.client.get(
+        "/v1/orders/not-an-order", headers=_bearer(platform.token_for("ADV-1207"))
+    )
 
     assert response.status_code == 400
     assert _error(response)["field"] == "order_id"
@@ -377,12 +431,15 @@ async def test_malformed_order_id_is_refused_before_the_upstream(platform: Platf
 async def test_listing_follows_the_account_assignment(platform: Platform) -> None:
     headers = _bearer(platform.token_for("ADV-1207"))
 
-    own = await platform.client.get("/v1/orders", params={"account_id": "ACC-987654"},
-                                    headers=headers)
-    other = await platform.client.get("/v1/orders", params={"account_id": "ACC-555001"},
-                                      headers=headers)
-    unknown = await platform.client.get("/v1/orders", params={"account": "ACC-987654"},
-                                        headers=headers)
+    own = await platform.client.get(
+        "/v1/orders", params={"account_id": "ACC-987654"}, headers=headers
+    )
+    other = await platform.client.get(
+        "/v1/orders", params={"account_id": "ACC-555001"}, headers=headers
+    )
+    unknown = await platform.client.get(
+        "/v1/orders", params={"account": "ACC-987654"}, headers=headers
+    )
 
     assert own.status_code == 200
     assert own.json()["orders"]
@@ -391,29 +448,40 @@ async def test_listing_follows_the_account_assignment(platform: Platform) -> Non
     assert (unknown.status_code, _error(unknown)["field"]) == (400, "account")
 
 
-async def test_new_assignment_is_picked_up_by_the_refresh(platform: Platform,
-                                                          postgres: Any) -> None:
+async def test_new_assignment_is_picked_up_by_the_refresh(
+    platform: Platform, postgres: Any
+) -> None:
     headers = _bearer(platform.token_for("ADV-2001"))
-    connection = await asyncpg.connect(postgres.owner_dsn, timeout=10, server_settings={
-        "lock_timeout": "5s", "statement_timeout": "10s"})
+    connection = await asyncpg.connect(
+        postgres.owner_dsn,
+        timeout=10,
+        server_settings={"lock_timeout": "5s", "statement_timeout": "10s"},
+    )
     try:
         await connection.execute(
             "INSERT INTO advisor_accounts (advisor_id, account_id) "
-            "VALUES ('ADV-2001', 'ACC-987655')")
-        status = await _status_within(platform, "/v1/orders?account_id=ACC-987655", headers,
-                                      wanted=200)
+            "VALUES ('ADV-2001', 'ACC-987655')"
+        )
+        status = await _status_within(
+            platform, "/v1/orders?account_id=ACC-987655", headers, wanted=200
+        )
     finally:
-        await connection.execute("DELETE FROM advisor_accounts "
-                                 "WHERE advisor_id = 'ADV-2001' AND account_id = 'ACC-987655'")
+        await connection.execute(
+            "DELETE FROM advisor_accounts "
+            "WHERE advisor_id = 'ADV-2001' AND account_id = 'ACC-987655'"
+        )
         await connection.close()
 
     assert status == 200
-    assert await _status_within(platform, "/v1/orders?account_id=ACC-987655", headers,
-                                wanted=403) == 403
+    assert (
+        await _status_within(platform, "/v1/orders?account_id=ACC-987655", headers, wanted=403)
+        == 403
+    )
 
 
-async def _status_within(platform: Platform, url: str, headers: dict[str, str], *,
-                         wanted: int, timeout_s: float = 5.0) -> int:
+async def _status_within(
+    platform: Platform, url: str, headers: dict[str, str], *, wanted: int, timeout_s: float = 5.0
+) -> int:
     deadline = time.monotonic() + timeout_s
     while True:
         status = (await platform.client.get(url, headers=headers)).status_code
@@ -459,14 +527,23 @@ async def test_requests_are_counted_by_route_template(platform: Platform) -> Non
     headers = _bearer(platform.token_for("ADV-1207"))
     labels = {"route": "/v1/orders/{order_id}", "status": "403"}
     before = REGISTRY.get_sample_value("brokermesh_http_requests_total", labels) or 0.0
-    segments = REGISTRY.get_sample_value("brokermesh_prevenue_segment_seconds_count",
-                                         {"segment": "gateway_auth"}) or 0.0
+    segments = (
+        REGISTRY.get_sample_value(
+            "brokermesh_prevenue_segment_seconds_count", {"segment": "gateway_auth"}
+        )
+        or 0.0
+    )
 
     await platform.client.get(f"/v1/orders/{OTHER_ADVISORS_ORDER}", headers=headers)
 
     assert REGISTRY.get_sample_value("brokermesh_http_requests_total", labels) == before + 1
-    assert REGISTRY.get_sample_value("brokermesh_prevenue_segment_seconds_count",
-                                     {"segment": "gateway_auth"}) == segments + 1
-    duration = REGISTRY.get_sample_value("brokermesh_http_request_duration_seconds_count",
-                                         {"route": "/v1/orders/{order_id}"})
+    assert (
+        REGISTRY.get_sample_value(
+            "brokermesh_prevenue_segment_seconds_count", {"segment": "gateway_auth"}
+        )
+        == segments + 1
+    )
+    duration = REGISTRY.get_sample_value(
+        "brokermesh_http_request_duration_seconds_count", {"route": "/v1/orders/{order_id}"}
+    )
     assert duration is not None and duration > 0

@@ -41,17 +41,27 @@ def test_blueprint_request_maps_field_for_field() -> None:
     message = _submit(BLUEPRINT_BODY)
 
     assert message == order_entry_pb2.SubmitOrderRequest(
-        account_id="ACC-987654", symbol="AAPL", side=common_pb2.SIDE_BUY, quantity=100,
-        order_type=common_pb2.ORDER_TYPE_LIMIT, limit_price="189.50",
-        time_in_force=common_pb2.TIME_IN_FORCE_DAY, advisor_id="ADV-1207",
+        account_id="ACC-987654",
+        symbol="AAPL",
+        side=common_pb2.SIDE_BUY,
+        quantity=100,
+        order_type=common_pb2.ORDER_TYPE_LIMIT,
+        limit_price="189.50",
+        time_in_force=common_pb2.TIME_IN_FORCE_DAY,
+        advisor_id="ADV-1207",
         client_order_id="CO-332819",
     )
 
 
 @pytest.mark.parametrize(
     ("written", "expected"),
-    [("189.50", "189.50"), ("0.1", "0.1"), ("100", "100"), ("1e2", "100"),
-     ("123456789.123456", "123456789.123456")],
+    [
+        ("189.50", "189.50"),
+        ("0.1", "0.1"),
+        ("100", "100"),
+        ("1e2", "100"),
+        ("123456789.123456", "123456789.123456"),
+    ],
 )
 def test_decimal_numbers_are_read_exactly(written: str, expected: str) -> None:
     body = BLUEPRINT_BODY.replace(b"189.50", written.encode())
@@ -146,10 +156,15 @@ def test_enum_short_names_strip_the_type_prefix() -> None:
 def test_submit_response_is_written_with_the_api_conventions() -> None:
     accepted = timestamp_pb2.Timestamp(seconds=1_773_687_862, nanos=341_999_999)
     response = order_entry_pb2.SubmitOrderResponse(
-        order_id="ORD-20260316-00001234", status=order_pb2.ORDER_STATE_NEW,
-        accepted_at=accepted, trace_id="abc",
-        risk_decisions=[common_pb2.PolicyDecision(
-            policy="buying_power", result=common_pb2.DECISION_RESULT_PASS, reason="ok")],
+        order_id="ORD-20260316-00001234",
+        status=order_pb2.ORDER_STATE_NEW,
+        accepted_at=accepted,
+        trace_id="abc",
+        risk_decisions=[
+            common_pb2.PolicyDecision(
+                policy="buying_power", result=common_pb2.DECISION_RESULT_PASS, reason="ok"
+            )
+        ],
     )
 
     assert jsonmap.message_to_json(response) == {
@@ -164,9 +179,12 @@ def test_submit_response_is_written_with_the_api_conventions() -> None:
 
 def test_order_view_keeps_decimals_as_strings_and_int64_as_numbers() -> None:
     view = order_query_pb2.OrderView(
-        order=order_pb2.Order(order_id="ORD-20260316-00000001", quantity=2**40,
-                              limit_price="189.50"),
-        state=order_pb2.ORDER_STATE_FILLED, cumulative_quantity=100, average_price="189.4975",
+        order=order_pb2.Order(
+            order_id="ORD-20260316-00000001", quantity=2**40, limit_price="189.50"
+        ),
+        state=order_pb2.ORDER_STATE_FILLED,
+        cumulative_quantity=100,
+        average_price="189.4975",
         fills=[order_pb2.Fill(exec_id="E1", quantity=100, price="189.4975")],
     )
 
@@ -202,11 +220,13 @@ def test_url_parameters_are_typed_by_their_fields() -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [([("page_size", "ten")], "page_size"), ([("colour", "red")], "colour"),
-     ([("page_size", "1"), ("page_size", "2")], "page_size")],
+    [
+        ([("page_size", "ten")], "page_size"),
+        ([("colour", "red")], "colour"),
+        ([("page_size", "1"), ("page_size", "2")], "page_size"),
+    ],
 )
-def test_bad_url_parameters_are_refused_by_name(params: list[tuple[str, str]],
-                                                field: str) -> None:
+def test_bad_url_parameters_are_refused_by_name(params: list[tuple[str, str]], field: str) -> None:
     with pytest.raises(jsonmap.MappingError) as caught:
         jsonmap.message_from_params(params, order_query_pb2.ListOrdersRequest())
 

@@ -19,7 +19,8 @@ def document() -> dict[str, Any]:
 def test_paths_and_methods_come_from_the_http_rules(document: dict[str, Any]) -> None:
     operations = {
         (path, verb): operation["operationId"]
-        for path, item in document["paths"].items() for verb, operation in item.items()
+        for path, item in document["paths"].items()
+        for verb, operation in item.items()
     }
 
     assert operations == {
@@ -33,8 +34,15 @@ def test_submit_order_request_schema_lists_every_field(document: dict[str, Any])
     schema = document["components"]["schemas"]["SubmitOrderRequest"]
 
     assert list(schema["properties"]) == [
-        "account_id", "symbol", "side", "quantity", "order_type", "limit_price",
-        "time_in_force", "advisor_id", "client_order_id",
+        "account_id",
+        "symbol",
+        "side",
+        "quantity",
+        "order_type",
+        "limit_price",
+        "time_in_force",
+        "advisor_id",
+        "client_order_id",
     ]
     assert schema["additionalProperties"] is False
 
@@ -48,8 +56,13 @@ def test_field_schemas_carry_the_json_conventions_and_constraints(
     assert fields["limit_price"]["type"] == "string"
     assert fields["limit_price"]["format"] == "decimal"
     assert fields["account_id"]["pattern"] == "^ACC-[0-9A-Z]{1,20}$"
-    assert fields["quantity"] == {"type": "integer", "format": "int64", "minimum": 0,
-                                  "exclusiveMinimum": True, "maximum": 10_000_000}
+    assert fields["quantity"] == {
+        "type": "integer",
+        "format": "int64",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 10_000_000,
+    }
     assert fields["side"] == {"$ref": "#/components/schemas/Side"}
     assert schemas["Side"] == {"type": "string", "enum": ["UNSPECIFIED", "BUY", "SELL"]}
     assert schemas["Fill"]["properties"]["price"]["format"] == "decimal"
@@ -67,7 +80,8 @@ def test_operations_document_parameters_bodies_and_answers(document: dict[str, A
     assert {"201", "200", "400", "401", "403"} <= set(submit["responses"])
     assert [(p["name"], p["in"]) for p in get["parameters"]] == [("order_id", "path")]
     assert [(p["name"], p["in"]) for p in listing["parameters"]] == [
-        ("account_id", "query"), ("page_size", "query"),
+        ("account_id", "query"),
+        ("page_size", "query"),
     ]
 
 

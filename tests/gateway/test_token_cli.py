@@ -21,7 +21,8 @@ def _run(argv: list[str]) -> int:
 
 
 def test_token_command_creates_keys_and_prints_a_verifiable_token(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     keys_dir = tmp_path / "keys"
 
@@ -29,20 +30,23 @@ def test_token_command_creates_keys_and_prints_a_verifiable_token(
 
     assert code == 0
     token = capsys.readouterr().out.strip()
-    verifier = auth.TokenVerifier(auth.load_public_key(keys_dir / "jwt-signing.pub.pem"),
-                                  issuer=DEFAULT_ISSUER, audience=DEFAULT_AUDIENCE)
+    verifier = auth.TokenVerifier(
+        auth.load_public_key(keys_dir / "jwt-signing.pub.pem"),
+        issuer=DEFAULT_ISSUER,
+        audience=DEFAULT_AUDIENCE,
+    )
     principal = verifier.verify(token)
     assert principal.subject == "ADV-1207"
     assert principal.role == "advisor"
     assert stat.S_IMODE((keys_dir / "jwt-signing.pem").stat().st_mode) == 0o600
 
 
-def test_token_lifetime_follows_ttl_minutes(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_lifetime_follows_ttl_minutes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import jwt
 
-    _run(["token", "--advisor", "ADV-2001", "--ttl-minutes", "5",
-          "--keys-dir", str(tmp_path)])
+    _run(["token", "--advisor", "ADV-2001", "--ttl-minutes", "5", "--keys-dir", str(tmp_path)])
 
     claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 300

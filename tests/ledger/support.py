@@ -22,22 +22,30 @@ from brokermesh.common.v1.common_pb2 import (
     Side,
     TimeInForce,
 )
-from brokermesh.domain import eventstore, states
 from brokermesh.domain import events as domain_events
+from brokermesh.domain import eventstore, states
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.services.ledger import relay, subjects
 from brokermesh.trading.v1.order_pb2 import Fill, Order
 
 #: A fully filled order, in two executions, with a risk approval on the way.
 FILLED_PATH = (
-    states.NEW, states.VALIDATED, states.RISK_APPROVED, states.ROUTED,
-    states.PARTIALLY_FILLED, states.FILLED,
+    states.NEW,
+    states.VALIDATED,
+    states.RISK_APPROVED,
+    states.ROUTED,
+    states.PARTIALLY_FILLED,
+    states.FILLED,
 )
 BLOCKED_PATH = (states.NEW, states.VALIDATED, states.BLOCKED)
 REJECTED_PATH = (states.NEW, states.REJECTED)
 CANCELLED_PATH = (
-    states.NEW, states.VALIDATED, states.RISK_APPROVED, states.ROUTED,
-    states.PARTIALLY_FILLED, states.CANCELLED,
+    states.NEW,
+    states.VALIDATED,
+    states.RISK_APPROVED,
+    states.ROUTED,
+    states.PARTIALLY_FILLED,
+    states.CANCELLED,
 )
 
 _QUANTITY = 100
@@ -72,8 +80,14 @@ def lifecycle(order: Order, path: Sequence[int], *, first_version: int = 1) -> l
     for offset, state in enumerate(path):
         version = first_version + offset
         decisions = _decisions(state)
-        event = domain_events.new_event(order, state, version=version, actor=_SYSTEM,
-                                        decisions=decisions, at=at + timedelta(milliseconds=offset))
+        event = domain_events.new_event(
+            order,
+            state,
+            version=version,
+            actor=_SYSTEM,
+            decisions=decisions,
+            at=at + timedelta(milliseconds=offset),
+        )
         if state in (states.PARTIALLY_FILLED, states.FILLED):
             filled = _fill(event, filled, exec_no=offset, at=at + timedelta(milliseconds=offset))
         else:
@@ -82,8 +96,9 @@ def lifecycle(order: Order, path: Sequence[int], *, first_version: int = 1) -> l
     return built
 
 
-async def append_order(conn: asyncpg.Connection, order: Order,
-                       path: Sequence[int] = FILLED_PATH) -> list[OrderEvent]:
+async def append_order(
+    conn: asyncpg.Connection, order: Order, path: Sequence[int] = FILLED_PATH
+) -> list[OrderEvent]:
     """Append ``order``'s whole lifecycle as one new stream in its own transaction."""
     built = lifecycle(order, path)
     async with conn.transaction():
@@ -109,12 +124,18 @@ async def next_sequence(js: JetStreamContext) -> int:
     return info.state.last_seq + 1
 
 
-async def read_messages(js: JetStreamContext, subject: str, start_seq: int, order_ids: set[str],
-                        count: int, *, timeout_s: float = 10.0) -> list[Msg]:
+async def read_messages(
+    js: JetStreamContext,
+    subject: str,
+    start_seq: int,
+    order_ids: set[str],
+    count: int,
+    *,
+    timeout_s: float = 10.0,
+) -> list[Msg]:
     """The first ``count`` messages on ``subject`` from ``start_seq`` about ``order_ids``,
     in stream order; other tests' orders are skipped."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                            opt_start_seq=start_seq)
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
     sub = await js.subscribe(subject, ordered_consumer=True, config=config)
     found: list[Msg] = []
     try:
@@ -130,13 +151,26 @@ async def read_messages(js: JetStreamContext, subject: str, start_seq: int, orde
 
 def _decisions(state: int) -> list[PolicyDecision]:
     if state == states.RISK_APPROVED:
-        return [PolicyDecision(policy="buying_power", result=DecisionResult.DECISION_RESULT_PASS,
-                               reason="enough cash"),
-                PolicyDecision(policy="restricted_list",
-                               result=DecisionResult.DECISION_RESULT_PASS, reason="not listed")]
+        return [
+            PolicyDecision(
+                policy="buying_power",
+                result=DecisionResult.DECISION_RESULT_PASS,
+                reason="enough cash",
+            ),
+            PolicyDecision(
+                policy="restricted_list",
+                result=DecisionResult.DECISION_RESULT_PASS,
+                reason="not listed",
+            ),
+        ]
     if state == states.BLOCKED:
-        return [PolicyDecision(policy="max_notional", result=DecisionResult.DECISION_RESULT_FAIL,
-                               reason="notional above the account limit")]
+        return [
+            PolicyDecision(
+                policy="max_notional",
+                result=DecisionResult.DECISION_RESULT_FAIL,
+                reason="notional above the account limit",
+            )
+        ]
     return []
 
 
@@ -165,14 +199,17 @@ def _fill(event: OrderEvent, filled_before: int, *, exec_no: int, at: datetime) 
     """Fill half the order; returns the cumulative quantity after this execution."""
     quantity = _QUANTITY // 2
     price = _PRICES[min(filled_before // quantity, len(_PRICES) - 1)]
-    fill = Fill(exec_id=f"E-{event.order_id}-{exec_no}", venue="SIMX", quantity=quantity,
-                price=price)
+    fill = Fill(
+        exec_id=f"E-{event.order_id}-{exec_no}", venue="SIMX", quantity=quantity, price=price
+    )
     fill.executed_at.FromDatetime(at)
     cumulative = filled_before + quantity
     event.filled.fill.CopyFrom(fill)
     event.filled.cumulative_quantity = cumulative
     event.filled.leaves_quantity = _QUANTITY - cumulative
-    event.filled.average_price = str(domain_events.average_price(
-        [(quantity, Decimal(p)) for p in _PRICES[: cumulative // quantity]]
-    ))
+    event.filled.average_price = str(
+        domain_events.average_price(
+            [(quantity, Decimal(p)) for p in _PRICES[: cumulative // quantity]]
+        )
+    )
     return cumulative

@@ -50,23 +50,30 @@ def tampered(postgres: Any) -> Iterator[tuple[str, int, int]]:
     append-only trigger disabled for the edit and enabled again; restored afterwards so
     that later tests see an intact store."""
     order_id, version, position = asyncio.run(_append(postgres.app_dsn))
-    (original, *_) = asyncio.run(_as_owner(
-        postgres.owner_dsn,
-        ("SELECT payload FROM order_events WHERE position = $1", (position,)),
-        (_DISABLE, ()),
-        ("UPDATE order_events SET payload = set_byte(payload, 7, get_byte(payload, 7) # 1) "
-         "WHERE position = $1", (position,)),
-        (_ENABLE, ()),
-    ))
+    (original, *_) = asyncio.run(
+        _as_owner(
+            postgres.owner_dsn,
+            ("SELECT payload FROM order_events WHERE position = $1", (position,)),
+            (_DISABLE, ()),
+            (
+                "UPDATE order_events SET payload = set_byte(payload, 7, get_byte(payload, 7) # 1) "
+                "WHERE position = $1",
+                (position,),
+            ),
+            (_ENABLE, ()),
+        )
+    )
     try:
         yield order_id, version, position
     finally:
-        asyncio.run(_as_owner(
-            postgres.owner_dsn,
-            (_DISABLE, ()),
-            ("UPDATE order_events SET payload = $2 WHERE position = $1", (position, original)),
-            (_ENABLE, ()),
-        ))
+        asyncio.run(
+            _as_owner(
+                postgres.owner_dsn,
+                (_DISABLE, ()),
+                ("UPDATE order_events SET payload = $2 WHERE position = $1", (position, original)),
+                (_ENABLE, ()),
+            )
+        )
 
 
 def _verify(dsn: str) -> int:
@@ -74,7 +81,8 @@ def _verify(dsn: str) -> int:
 
 
 def test_audit_verify_passes_on_an_intact_store(
-    postgres: Any, capsys: pytest.CaptureFixture[str],
+    postgres: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     asyncio.run(_append(postgres.app_dsn))
 
@@ -87,7 +95,9 @@ def test_audit_verify_passes_on_an_intact_store(
 
 
 def test_audit_verify_reports_the_row_whose_payload_was_edited(
-    postgres: Any, tampered: tuple[str, int, int], capsys: pytest.CaptureFixture[str],
+    postgres: Any,
+    tampered: tuple[str, int, int],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     order_id, version, position = tampered
 
@@ -106,11 +116,15 @@ def test_the_append_only_trigger_refuses_the_edit_while_enabled(postgres: Any) -
     _, _, position = asyncio.run(_append(postgres.app_dsn))
 
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-        asyncio.run(_as_owner(
-            postgres.owner_dsn,
-            ("UPDATE order_events SET payload = payload || '\\x00'::bytea WHERE position = $1",
-             (position,)),
-        ))
+        asyncio.run(
+            _as_owner(
+                postgres.owner_dsn,
+                (
+                    "UPDATE order_events SET payload = payload || '\\x00'::bytea WHERE position = $1",
+                    (position,),
+                ),
+            )
+        )
 
 
 def test_audit_register_adds_audit_verify() -> None:

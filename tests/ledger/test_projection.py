@@ -36,7 +36,8 @@ async def _views(conn: asyncpg.Connection) -> dict[str, tuple[object, ...]]:
 
 @pytest.mark.asyncio
 async def test_the_live_projection_holds_what_the_fold_of_the_stream_gives(
-    conn: asyncpg.Connection, js: JetStreamContext,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     order = new_order()
     appended = await append_order(conn, order, FILLED_PATH)
@@ -47,7 +48,9 @@ async def test_the_live_projection_holds_what_the_fold_of_the_stream_gives(
     view = OrderView.FromString(row["view"])
     assert view == fold(appended)
     assert (row["state"], row["stream_version"], row["account_id"]) == (
-        "FILLED", len(appended), order.account_id,
+        "FILLED",
+        len(appended),
+        order.account_id,
     )
     assert (view.cumulative_quantity, view.leaves_quantity, view.venue) == (100, 0, "SIMX")
     assert view.average_price == "189.450000"
@@ -56,7 +59,8 @@ async def test_the_live_projection_holds_what_the_fold_of_the_stream_gives(
 
 @pytest.mark.asyncio
 async def test_live_projection_equals_replay_byte_for_byte(
-    conn: asyncpg.Connection, js: JetStreamContext,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     for path in (FILLED_PATH, BLOCKED_PATH, REJECTED_PATH, CANCELLED_PATH, (states.NEW,)):
         await append_order(conn, new_order(), path)
@@ -78,8 +82,9 @@ async def test_projecting_an_event_twice_changes_nothing(conn: asyncpg.Connectio
     async with conn.transaction():
         first = await projection.project(conn, built[:4])
         again = await projection.project(conn, built)
-        stored = await conn.fetchval("SELECT view FROM order_views WHERE order_id = $1",
-                                     built[0].order_id)
+        stored = await conn.fetchval(
+            "SELECT view FROM order_views WHERE order_id = $1", built[0].order_id
+        )
         await conn.execute("DELETE FROM order_views WHERE order_id = $1", built[0].order_id)
 
     assert (first, again) == (4, 2)
@@ -97,19 +102,24 @@ async def test_projection_refuses_an_event_that_skips_a_version(
             await projection.project(conn, built[:1])
             await projection.project(conn, built[2:3])
 
-    gone = await conn.fetchval("SELECT count(*) FROM order_views WHERE order_id = $1",
-                               built[0].order_id)
+    gone = await conn.fetchval(
+        "SELECT count(*) FROM order_views WHERE order_id = $1", built[0].order_id
+    )
     assert gone == 0
 
 
 @pytest.mark.asyncio
-async def test_replay_check_reports_a_view_that_differs(conn: asyncpg.Connection,
-                                                        js: JetStreamContext) -> None:
+async def test_replay_check_reports_a_view_that_differs(
+    conn: asyncpg.Connection, js: JetStreamContext
+) -> None:
     order = new_order()
     await append_order(conn, order, FILLED_PATH)
     await drain(conn, js)
-    await conn.execute("UPDATE order_views SET view = $2 WHERE order_id = $1",
-                       order.order_id, OrderView().SerializeToString())
+    await conn.execute(
+        "UPDATE order_views SET view = $2 WHERE order_id = $1",
+        order.order_id,
+        OrderView().SerializeToString(),
+    )
 
     diff = await replay.compare(conn)
     await replay.rebuild(conn)
@@ -119,10 +129,13 @@ async def test_replay_check_reports_a_view_that_differs(conn: asyncpg.Connection
 
 
 def test_replay_command_rebuilds_as_the_app_role_and_prints_counts(
-    postgres: object, capsys: pytest.CaptureFixture[str],
+    postgres: object,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = argparse.Namespace(database_url=postgres.app_dsn,  # type: ignore[attr-defined]
-                              check=False)
+    args = argparse.Namespace(
+        database_url=postgres.app_dsn,  # type: ignore[attr-defined]
+        check=False,
+    )
 
     rebuilt = replay_cli.main(args)
     checked = replay_cli.main(argparse.Namespace(**{**vars(args), "check": True}))

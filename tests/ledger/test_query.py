@@ -55,12 +55,23 @@ async def _start(settings: LedgerSettings) -> AsyncIterator[OrderQueryServiceStu
         await channel.close()
         print("stopping server", flush=True)
         relay_task = app._relay_task
+
         async def watchdog():
             await asyncio.sleep(5)
             print("STUCK; tasks:", flush=True)
             for t in asyncio.all_tasks():
-                t.print_stack()
-            import sys; sys.stdout.flush()
+                if t.get_name() != "ledger-outbox-relay":
+                    continue
+                coro = t.get_coro()
+                while coro is not None:
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                    print("  ", coro, frame.f_lineno if frame else None, flush=True)
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                print("fut_waiter", t._fut_waiter, t._must_cancel, t.cancelling(), flush=True)
+            import sys
+
+            sys.stdout.flush()
+
         wd = asyncio.create_task(watchdog())
         await server.stop(running, app, grace_s=1)
         wd.cancel()
@@ -68,17 +79,24 @@ async def _start(settings: LedgerSettings) -> AsyncIterator[OrderQueryServiceStu
 
 
 @pytest_asyncio.fixture
-async def ledger(postgres: Any, nats_server: Any,
-                 tmp_path: Path) -> AsyncIterator[OrderQueryServiceStub]:
+async def ledger(
+    postgres: Any, nats_server: Any, tmp_path: Path
+) -> AsyncIterator[OrderQueryServiceStub]:
     """The ledger App on a free port, relaying to the real NATS."""
-    settings = LedgerSettings(port=0, database_url=postgres.app_dsn, nats_url=nats_server.url,
-                              data_dir=tmp_path, relay_poll_interval_ms=100)
+    settings = LedgerSettings(
+        port=0,
+        database_url=postgres.app_dsn,
+        nats_url=nats_server.url,
+        data_dir=tmp_path,
+        relay_poll_interval_ms=100,
+    )
     async with _start(settings) as stub:
         yield stub
 
 
-async def _wait_for_state(stub: OrderQueryServiceStub, order_id: str, state: int,
-                          *, timeout_s: float = 15.0) -> OrderView:
+async def _wait_for_state(
+    stub: OrderQueryServiceStub, order_id: str, state: int, *, timeout_s: float = 15.0
+) -> OrderView:
     """Poll GetOrder until the order reaches ``state``; NOT_FOUND counts as not yet."""
     async with asyncio.timeout(timeout_s):
         while True:
@@ -93,7 +111,8 @@ async def _wait_for_state(stub: OrderQueryServiceStub, order_id: str, state: int
 
 
 async def test_get_order_returns_the_projected_view(
-    ledger: OrderQueryServiceStub, conn: asyncpg.Connection,
+    ledger: OrderQueryServiceStub,
+    conn: asyncpg.Connection,
 ) -> None:
     order = new_order()
     appended = await append_order(conn, order, FILLED_PATH)
@@ -125,12 +144,14 @@ async def test_get_order_with_a_malformed_id_is_an_invalid_argument(
 
 
 async def test_list_orders_returns_an_accounts_orders_newest_first(
-    ledger: OrderQueryServiceStub, conn: asyncpg.Connection,
+    ledger: OrderQueryServiceStub,
+    conn: asyncpg.Connection,
 ) -> None:
     account_id = f"ACC-{secrets.token_hex(6).upper()}"
     base = datetime.now(UTC) - timedelta(hours=1)
-    orders = [new_order(account_id=account_id, accepted_at=base + timedelta(seconds=i))
-              for i in range(3)]
+    orders = [
+        new_order(account_id=account_id, accepted_at=base + timedelta(seconds=i)) for i in range(3)
+    ]
     for order in orders:
         await append_order(conn, order, FILLED_PATH)
     for order in orders:
@@ -145,14 +166,20 @@ async def test_list_orders_returns_an_accounts_orders_newest_first(
 
 
 async def test_queries_are_served_while_nats_is_down(
-    postgres: Any, conn: asyncpg.Connection, tmp_path: Path,
+    postgres: Any,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     order = new_order()
     built = lifecycle(order, FILLED_PATH)
     async with conn.transaction():
         await projection.project(conn, built)
-    settings = LedgerSettings(port=0, database_url=postgres.app_dsn,
-                              nats_url=f"nats://127.0.0.1:{_free_port()}", data_dir=tmp_path)
+    settings = LedgerSettings(
+        port=0,
+        database_url=postgres.app_dsn,
+        nats_url=f"nats://127.0.0.1:{_free_port()}",
+        data_dir=tmp_path,
+    )
 
     try:
         async with _start(settings) as stub:
@@ -163,15 +190,26 @@ async def test_queries_are_served_while_nats_is_down(
 
 
 async def test_the_ledger_process_relays_projects_and_serves(
-    postgres: Any, nats_server: Any, conn: asyncpg.Connection, tmp_path: Path,
+    postgres: Any,
+    nats_server: Any,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
 ) -> None:
     port = _free_port()
-    env = {**os.environ, "BROKERMESH_PORT": str(port),
-           "BROKERMESH_DATABASE_URL": postgres.app_dsn,
-           "BROKERMESH_NATS_URL": nats_server.url, "BROKERMESH_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "BROKERMESH_PORT": str(port),
+        "BROKERMESH_DATABASE_URL": postgres.app_dsn,
+        "BROKERMESH_NATS_URL": nats_server.url,
+        "BROKERMESH_DATA_DIR": str(tmp_path),
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "brokermesh.services.ledger", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "brokermesh.services.ledger",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -179,8 +217,9 @@ async def test_the_ledger_process_relays_projects_and_serves(
         order = new_order()
         appended = await append_order(conn, order, FILLED_PATH)
 
-        view = await _wait_for_state(OrderQueryServiceStub(channel), order.order_id,
-                                     appended[-1].state)
+        view = await _wait_for_state(
+            OrderQueryServiceStub(channel), order.order_id, appended[-1].state
+        )
 
         assert view == fold(appended)
     finally:

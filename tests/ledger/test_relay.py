@@ -12,8 +12,15 @@ from nats.js.client import JetStreamContext
 from brokermesh.domain import eventstore, states
 from brokermesh.services.ledger import relay, subjects
 
-from .support import FILLED_PATH, append_order, drain, lifecycle, new_order, next_sequence
-from .support import read_messages
+from .support import (
+    FILLED_PATH,
+    append_order,
+    drain,
+    lifecycle,
+    new_order,
+    next_sequence,
+    read_messages,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -21,14 +28,16 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 async def _published(conn: asyncpg.Connection, event_ids: list[str]) -> list[bool]:
     rows = await conn.fetch(
         "SELECT event_id::text AS event_id, published_at IS NOT NULL AS done FROM outbox "
-        "WHERE event_id = ANY($1::uuid[])", event_ids,
+        "WHERE event_id = ANY($1::uuid[])",
+        event_ids,
     )
     done = {row["event_id"]: row["done"] for row in rows}
     return [done[event_id] for event_id in event_ids]
 
 
 async def test_relay_publishes_an_orders_events_in_order_with_event_ids_as_msg_ids(
-    conn: asyncpg.Connection, js: JetStreamContext,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     order = new_order()
     start = await next_sequence(js)
@@ -38,12 +47,15 @@ async def test_relay_publishes_an_orders_events_in_order_with_event_ids_as_msg_i
 
     messages = await read_messages(js, "trading.orders.>", start, {order.order_id}, len(appended))
     assert [m.subject for m in messages] == [
-        "trading.orders.accepted", "trading.orders.validated", "trading.orders.risk_approved",
-        "trading.orders.routed", "trading.orders.partially_filled", "trading.orders.filled",
+        "trading.orders.accepted",
+        "trading.orders.validated",
+        "trading.orders.risk_approved",
+        "trading.orders.routed",
+        "trading.orders.partially_filled",
+        "trading.orders.filled",
     ]
     assert [m.headers[subjects.MSG_ID] for m in messages] == [e.event_id for e in appended]
-    assert [m.data for m in messages] == [e.SerializeToString(deterministic=True)
-                                          for e in appended]
+    assert [m.data for m in messages] == [e.SerializeToString(deterministic=True) for e in appended]
     for message, event in zip(messages, appended, strict=True):
         assert message.headers[subjects.EVENT_TYPE] == event.event_type
         assert message.headers[subjects.ORDER_ID] == order.order_id
@@ -53,7 +65,8 @@ async def test_relay_publishes_an_orders_events_in_order_with_event_ids_as_msg_i
 
 
 async def test_risk_decisions_are_also_published_on_risk_decisions(
-    conn: asyncpg.Connection, js: JetStreamContext,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     approved, blocked = new_order(), new_order()
     start = await next_sequence(js)
@@ -64,8 +77,9 @@ async def test_risk_decisions_are_also_published_on_risk_decisions(
 
     await drain(conn, js)
 
-    messages = await read_messages(js, "risk.decisions.>", start,
-                                   {approved.order_id, blocked.order_id}, 2)
+    messages = await read_messages(
+        js, "risk.decisions.>", start, {approved.order_id, blocked.order_id}, 2
+    )
     by_order = {m.headers[subjects.ORDER_ID]: m for m in messages}
     assert by_order[approved.order_id].subject == "risk.decisions.pass"
     assert by_order[approved.order_id].headers[subjects.MSG_ID] == (
@@ -78,32 +92,42 @@ async def test_risk_decisions_are_also_published_on_risk_decisions(
 
 
 async def test_publishing_an_event_again_is_reported_as_a_duplicate(
-    conn: asyncpg.Connection, js: JetStreamContext,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     order = new_order()
     appended = await append_order(conn, order, FILLED_PATH)
     await drain(conn, js)
-    view_before = await conn.fetchval("SELECT view FROM order_views WHERE order_id = $1",
-                                      order.order_id)
+    view_before = await conn.fetchval(
+        "SELECT view FROM order_views WHERE order_id = $1", order.order_id
+    )
 
     # Forget the marks, as a relay that crashed between the ack and the commit would.
-    await conn.execute("UPDATE outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
-                       [e.event_id for e in appended])
+    await conn.execute(
+        "UPDATE outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
+        [e.event_id for e in appended],
+    )
     result = await relay.publish_pending(conn, js, limit=256)
 
     # Six events plus the risk copy of the approval: JetStream already stored all seven.
     assert result.published >= len(appended)
     assert result.duplicates >= len(appended) + 1
-    ack = await js.publish("trading.orders.accepted", appended[0].SerializeToString(),
-                           headers={subjects.MSG_ID: appended[0].event_id})
+    ack = await js.publish(
+        "trading.orders.accepted",
+        appended[0].SerializeToString(),
+        headers={subjects.MSG_ID: appended[0].event_id},
+    )
     assert ack.duplicate
-    view_after = await conn.fetchval("SELECT view FROM order_views WHERE order_id = $1",
-                                     order.order_id)
+    view_after = await conn.fetchval(
+        "SELECT view FROM order_views WHERE order_id = $1", order.order_id
+    )
     assert view_after == view_before
 
 
 async def test_a_transaction_that_commits_late_is_still_published(
-    postgres: object, conn: asyncpg.Connection, js: JetStreamContext,
+    postgres: object,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     early, late = new_order(), new_order()
     start = await next_sequence(js)
@@ -115,7 +139,8 @@ async def test_a_transaction_that_commits_late_is_still_published(
         await eventstore.append(holder, eventstore.StreamHead(), lifecycle(late, (states.NEW,)))
         late_position = await holder.fetchval(
             "SELECT max(o.position) FROM outbox o JOIN order_events e USING (event_id) "
-            "WHERE e.stream_id = $1", late.order_id,
+            "WHERE e.stream_id = $1",
+            late.order_id,
         )
         # ...while another one, with a higher position, commits and gets published.
         early_events = await append_order(conn, early, (states.NEW,))
@@ -132,18 +157,22 @@ async def test_a_transaction_that_commits_late_is_still_published(
 
     await drain(conn, js)
 
-    messages = await read_messages(js, "trading.orders.>", start,
-                                   {early.order_id, late.order_id}, 2)
+    messages = await read_messages(
+        js, "trading.orders.>", start, {early.order_id, late.order_id}, 2
+    )
     assert [m.headers[subjects.ORDER_ID] for m in messages] == [early.order_id, late.order_id]
     late_event_id = messages[1].headers[subjects.MSG_ID]
     assert await _published(conn, [late_event_id]) == [True]
-    views = await conn.fetchval("SELECT count(*) FROM order_views WHERE order_id = ANY($1)",
-                                [early.order_id, late.order_id])
+    views = await conn.fetchval(
+        "SELECT count(*) FROM order_views WHERE order_id = ANY($1)", [early.order_id, late.order_id]
+    )
     assert views == 2
 
 
 async def test_a_failed_publication_leaves_the_rows_for_a_later_pass(
-    nats_server: object, conn: asyncpg.Connection, js: JetStreamContext,
+    nats_server: object,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
 ) -> None:
     await drain(conn, js)
     order = new_order()
@@ -158,13 +187,14 @@ async def test_a_failed_publication_leaves_the_rows_for_a_later_pass(
     assert await _published(conn, [e.event_id for e in appended]) == [False] * len(appended)
     start = await next_sequence(js)
     await drain(conn, js)
-    messages = await read_messages(js, "trading.orders.>", start, {order.order_id},
-                                   len(appended))
+    messages = await read_messages(js, "trading.orders.>", start, {order.order_id}, len(appended))
     assert [m.headers[subjects.MSG_ID] for m in messages] == [e.event_id for e in appended]
 
 
 async def test_an_order_the_projection_refuses_is_held_back_without_blocking_others(
-    conn: asyncpg.Connection, js: JetStreamContext, owner_conn: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    js: JetStreamContext,
+    owner_conn: asyncpg.Connection,
 ) -> None:
     await drain(conn, js)
     bad, good = new_order(), new_order()
@@ -184,14 +214,23 @@ async def test_an_order_the_projection_refuses_is_held_back_without_blocking_oth
         assert all(await _published(conn, [e.event_id for e in good_events]))
     finally:
         # Take the illegal event off the outbox so later passes in this session stay clean.
-        await owner_conn.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1",
-                                 bad_events[-1].event_id)
+        await owner_conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE event_id = $1", bad_events[-1].event_id
+        )
 
 
 def test_rounds_publish_each_order_one_version_at_a_time() -> None:
-    rows = [relay.OutboxRow(position, f"e{position}", stream, version, "OrderAccepted", b"")
-            for position, stream, version in
-            [(1, "A", 1), (2, "B", 1), (3, "A", 2), (4, "A", 3), (5, "C", 1), (6, "B", 2)]]
+    rows = [
+        relay.OutboxRow(position, f"e{position}", stream, version, "OrderAccepted", b"")
+        for position, stream, version in [
+            (1, "A", 1),
+            (2, "B", 1),
+            (3, "A", 2),
+            (4, "A", 3),
+            (5, "C", 1),
+            (6, "B", 2),
+        ]
+    ]
 
     rounds = relay.rounds(rows)
 
@@ -199,11 +238,18 @@ def test_rounds_publish_each_order_one_version_at_a_time() -> None:
 
 
 async def test_the_relay_wakes_on_notify_and_publishes_without_being_asked(
-    postgres: object, nc: nats.NATS, js: JetStreamContext, conn: asyncpg.Connection,
+    postgres: object,
+    nc: nats.NATS,
+    js: JetStreamContext,
+    conn: asyncpg.Connection,
 ) -> None:
     await drain(conn, js)
-    outbox_relay = relay.OutboxRelay(postgres.app_dsn, nc, js,  # type: ignore[attr-defined]
-                                     poll_interval_s=30)
+    outbox_relay = relay.OutboxRelay(
+        postgres.app_dsn,
+        nc,
+        js,  # type: ignore[attr-defined]
+        poll_interval_s=30,
+    )
     task = asyncio.create_task(outbox_relay.run(), name="test-outbox-relay")
     try:
         await asyncio.sleep(0.5)
@@ -218,6 +264,5 @@ async def test_the_relay_wakes_on_notify_and_publishes_without_being_asked(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    state = await conn.fetchval("SELECT state FROM order_views WHERE order_id = $1",
-                                order.order_id)
+    state = await conn.fetchval("SELECT state FROM order_views WHERE order_id = $1", order.order_id)
     assert state == "FILLED"

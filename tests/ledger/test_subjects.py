@@ -23,14 +23,19 @@ EXPECTED_SUBJECTS = {
 
 
 def _event(event_type: str) -> OrderEvent:
-    return OrderEvent(event_type=event_type, event_id="6f1c4c1e-5d0a-4a55-9d3e-0c2b7b1f7a10",
-                      order_id="ORD-20260316-00001234", stream_version=3,
-                      state=states.RISK_APPROVED)
+    return OrderEvent(
+        event_type=event_type,
+        event_id="6f1c4c1e-5d0a-4a55-9d3e-0c2b7b1f7a10",
+        order_id="ORD-20260316-00001234",
+        stream_version=3,
+        state=states.RISK_APPROVED,
+    )
 
 
 @pytest.mark.parametrize(("event_type", "subject"), sorted(EXPECTED_SUBJECTS.items()))
-def test_event_subject_is_snake_case_without_the_order_prefix(event_type: str,
-                                                              subject: str) -> None:
+def test_event_subject_is_snake_case_without_the_order_prefix(
+    event_type: str, subject: str
+) -> None:
     assert subjects.event_subject(event_type) == subject
 
 
@@ -45,16 +50,25 @@ def test_every_event_type_the_domain_writes_has_a_subject() -> None:
     assert written == set(EXPECTED_SUBJECTS)
 
 
-@pytest.mark.parametrize("event_type", ["", "Order", "Accepted", "orderAccepted",
-                                        "Order.Accepted", "OrderAccepted>", "Order Filled"])
+@pytest.mark.parametrize(
+    "event_type",
+    ["", "Order", "Accepted", "orderAccepted", "Order.Accepted", "OrderAccepted>", "Order Filled"],
+)
 def test_event_subject_refuses_a_name_that_is_not_order_camel_case(event_type: str) -> None:
     with pytest.raises(ValueError, match="Order<CamelCase>"):
         subjects.event_subject(event_type)
 
 
-@pytest.mark.parametrize("subject", ["trading.orders", "risk.decisions.pass",
-                                     "trading.orders.Filled", "trading.orders.a.b",
-                                     "trading.orders._x"])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "trading.orders",
+        "risk.decisions.pass",
+        "trading.orders.Filled",
+        "trading.orders.a.b",
+        "trading.orders._x",
+    ],
+)
 def test_event_type_of_refuses_other_subjects(subject: str) -> None:
     with pytest.raises(ValueError):
         subjects.event_type_of(subject)
@@ -95,15 +109,18 @@ def test_a_risk_decision_is_also_published_on_risk_decisions_with_its_own_msg_id
     assert risk_copy.headers[subjects.ORDER_ID] == event.order_id
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("4bf92f3577b34da6a3ce929d0e0e4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
-    ("4BF92F35-77B3-4DA6-A3CE-929D0E0E4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
-    ("", None),
-    ("trace-uuid", None),
-    ("0" * 32, None),
-    ("z" * 32, None),
-    ("4bf92f3577b34da6a3ce929d0e0e47", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        ("4BF92F35-77B3-4DA6-A3CE-929D0E0E4736", 0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        ("", None),
+        ("trace-uuid", None),
+        ("0" * 32, None),
+        ("z" * 32, None),
+        ("4bf92f3577b34da6a3ce929d0e0e47", None),
+    ],
+)
 def test_parse_trace_id_accepts_hex_and_uuid_forms_only(text: str, expected: int | None) -> None:
     assert subjects.parse_trace_id(text) == expected
 

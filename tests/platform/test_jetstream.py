@@ -71,8 +71,11 @@ async def test_ensure_is_idempotent(js: JetStreamContext) -> None:
     first = await ensure_jetstream(js)
     second = await ensure_jetstream(js)
 
-    expected = {ORDERS_STREAM: "unchanged", CONTROL_AUDIT_STREAM: "unchanged",
-                f"KV_{CONTROLS_BUCKET}": "unchanged"}
+    expected = {
+        ORDERS_STREAM: "unchanged",
+        CONTROL_AUDIT_STREAM: "unchanged",
+        f"KV_{CONTROLS_BUCKET}": "unchanged",
+    }
     assert first == expected
     assert second == expected
 

@@ -36,8 +36,9 @@ async def test_session_database_is_fully_migrated_and_a_rerun_applies_nothing(
     assert report.securities == len(load_securities())
     conn = await asyncpg.connect(postgres.owner_dsn)
     try:
-        rows = await conn.fetch("SELECT version, name, sha256, applied_at "
-                                "FROM schema_migrations ORDER BY version")
+        rows = await conn.fetch(
+            "SELECT version, name, sha256, applied_at FROM schema_migrations ORDER BY version"
+        )
         securities = await conn.fetchval("SELECT count(*) FROM securities")
     finally:
         await conn.close()
@@ -64,12 +65,14 @@ async def test_app_role_appends_events_but_cannot_rewrite_or_delete_them(postgre
     try:
         await _append_event(conn, stream)
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
-            await conn.execute("UPDATE order_events SET event_type = 'X' WHERE stream_id = $1",
-                               stream)
+            await conn.execute(
+                "UPDATE order_events SET event_type = 'X' WHERE stream_id = $1", stream
+            )
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await conn.execute("DELETE FROM order_events WHERE stream_id = $1", stream)
-        count = await conn.fetchval("SELECT count(*) FROM order_events WHERE stream_id = $1",
-                                    stream)
+        count = await conn.fetchval(
+            "SELECT count(*) FROM order_events WHERE stream_id = $1", stream
+        )
     finally:
         await conn.close()
     assert count == 1
@@ -81,8 +84,10 @@ async def test_trigger_refuses_update_and_delete_even_for_the_owner(postgres: An
     conn = await asyncpg.connect(postgres.owner_dsn)
     try:
         await _append_event(conn, stream)
-        for statement in ("UPDATE order_events SET event_type = 'X' WHERE stream_id = $1",
-                          "DELETE FROM order_events WHERE stream_id = $1"):
+        for statement in (
+            "UPDATE order_events SET event_type = 'X' WHERE stream_id = $1",
+            "DELETE FROM order_events WHERE stream_id = $1",
+        ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                 await conn.execute(statement, stream)
         event_type = await conn.fetchval(
@@ -109,8 +114,9 @@ async def test_trigger_refuses_truncate_for_the_owner(fresh_database: Any) -> No
 
 
 @pytest.mark.asyncio
-async def test_changed_applied_migration_is_refused_by_name(fresh_database: Any,
-                                                            tmp_path: Path) -> None:
+async def test_changed_applied_migration_is_refused_by_name(
+    fresh_database: Any, tmp_path: Path
+) -> None:
     folder = _copy_migrations(tmp_path)
     await apply_migrations(fresh_database.owner_dsn, folder)
     edited = folder / "0002_reference_data.sql"
@@ -134,9 +140,7 @@ async def test_changed_applied_migration_is_refused_by_name(fresh_database: Any,
 @pytest.mark.asyncio
 async def test_failing_migration_leaves_no_trace(fresh_database: Any, tmp_path: Path) -> None:
     folder = _copy_migrations(tmp_path)
-    (folder / "0005_broken.sql").write_text(
-        "CREATE TABLE half_done (id integer);\nSELECT 1 / 0;\n"
-    )
+    (folder / "0005_broken.sql").write_text("CREATE TABLE half_done (id integer);\nSELECT 1 / 0;\n")
 
     with pytest.raises(MigrationError, match=r"0005_broken\.sql"):
         await apply_migrations(fresh_database.owner_dsn, folder)
@@ -162,7 +166,10 @@ def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
 def test_migrate_command_applies_to_a_given_dsn(fresh_database: Any) -> None:
     result = subprocess.run(
         [_console_script(), "migrate", "--dsn", fresh_database.owner_dsn],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
     )
 
     assert result.returncode == 0, result.stderr
@@ -178,7 +185,11 @@ async def _append_event(conn: asyncpg.Connection, stream: str) -> None:
         "INSERT INTO order_events (event_id, stream_id, stream_version, event_type, "
         "event_version, payload, prev_hash, hash) VALUES ($1, $2, 1, 'OrderAccepted', 'v1', "
         "$3, $4, $5)",
-        uuid.uuid4(), stream, payload, prev_hash, digest,
+        uuid.uuid4(),
+        stream,
+        payload,
+        prev_hash,
+        digest,
     )
 
 

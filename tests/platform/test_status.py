@@ -15,35 +15,58 @@ from .support import free_port
 
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).parent / "brokermesh"), "status", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "brokermesh"), "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _infra_args(postgres: Any, nats_server: Any) -> list[str]:
-    return ["--pg-dsn", postgres.app_dsn, "--nats-url", nats_server.url,
-            "--nats-monitor-url", nats_server.monitor_url]
+    return [
+        "--pg-dsn",
+        postgres.app_dsn,
+        "--nats-url",
+        nats_server.url,
+        "--nats-monitor-url",
+        nats_server.monitor_url,
+    ]
 
 
-def test_json_reports_postgres_and_nats_up(postgres: Any, nats_server: Any,
-                                           tmp_path: Path) -> None:
-    result = _status("--json", "--data-dir", str(tmp_path), "--only", "postgresql,nats",
-                     *_infra_args(postgres, nats_server))
+def test_json_reports_postgres_and_nats_up(postgres: Any, nats_server: Any, tmp_path: Path) -> None:
+    result = _status(
+        "--json",
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "postgresql,nats",
+        *_infra_args(postgres, nats_server),
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(result.stdout)
-    assert [(r["component"], r["status"]) for r in rows] == [("postgresql", "up"),
-                                                              ("nats", "up")]
+    assert [(r["component"], r["status"]) for r in rows] == [("postgresql", "up"), ("nats", "up")]
     assert all(set(r) == {"component", "address", "status", "detail"} for r in rows)
     assert f":{postgres.port}/" in rows[0]["address"]
     assert nats_server.url in rows[1]["address"]
 
 
-def test_a_down_service_makes_the_exit_code_non_zero(postgres: Any, nats_server: Any,
-                                                     tmp_path: Path) -> None:
+def test_a_down_service_makes_the_exit_code_non_zero(
+    postgres: Any, nats_server: Any, tmp_path: Path
+) -> None:
     # An offset that puts the oms on a port nothing listens on.
     offset = free_port() - by_name("oms").grpc_port
-    result = _status("--json", "--data-dir", str(tmp_path), "--port-offset", str(offset),
-                     "--only", "postgresql,nats,oms", *_infra_args(postgres, nats_server))
+    result = _status(
+        "--json",
+        "--data-dir",
+        str(tmp_path),
+        "--port-offset",
+        str(offset),
+        "--only",
+        "postgresql,nats,oms",
+        *_infra_args(postgres, nats_server),
+    )
 
     assert result.returncode == 1
     rows = {r["component"]: r for r in json.loads(result.stdout)}
@@ -53,8 +76,9 @@ def test_a_down_service_makes_the_exit_code_non_zero(postgres: Any, nats_server:
     assert rows["oms"]["address"] == f"127.0.0.1:{by_name('oms').grpc_port + offset}"
 
 
-def test_offset_and_services_come_from_the_running_platform(postgres: Any, nats_server: Any,
-                                                            tmp_path: Path) -> None:
+def test_offset_and_services_come_from_the_running_platform(
+    postgres: Any, nats_server: Any, tmp_path: Path
+) -> None:
     offset = free_port() - by_name("gateway").grpc_port
     write_state(Layout(tmp_path, offset), ["gateway"])
 

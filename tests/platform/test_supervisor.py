@@ -113,7 +113,8 @@ def test_callers_own_grace_period_wins() -> None:
 
 def test_only_selects_in_start_order_and_refuses_unknown_names() -> None:
     assert [m.name for m in select_manifests(["gateway", "control-plane"])] == [
-        "control-plane", "gateway"
+        "control-plane",
+        "gateway",
     ]
     assert select_manifests([]) == MANIFESTS
     with pytest.raises(PlatformError, match="nonesuch"):
@@ -175,14 +176,24 @@ def test_up_gives_up_on_a_service_that_is_not_healthy_in_time(platform_dir: Path
 
 
 @contextlib.contextmanager
-def _running_up(data_dir: Path, offset: int, only: str, health_timeout: float
-                ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def _running_up(
+    data_dir: Path, offset: int, only: str, health_timeout: float
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``brokermesh up`` as a subprocess; stopped with SIGTERM (SIGKILL only as a last
     resort, which would orphan its children) whatever the test did."""
     log = data_dir / "up.log"
-    command = [str(Path(sys.executable).parent / "brokermesh"), "up", "--data-dir",
-               str(data_dir), "--port-offset", str(offset), "--only", only,
-               "--health-timeout", str(health_timeout)]
+    command = [
+        str(Path(sys.executable).parent / "brokermesh"),
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--port-offset",
+        str(offset),
+        "--only",
+        only,
+        "--health-timeout",
+        str(health_timeout),
+    ]
     with log.open("w") as out:
         up = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -232,8 +243,11 @@ def _free_offset(services: list[str]) -> int:
         ports = [layout.postgres_port, layout.nats_port, layout.nats_monitor_port]
         for name in services:
             manifest = by_name(name)
-            ports += [layout.grpc_port(manifest), layout.metrics_port(MANIFESTS.index(manifest)),
-                      *layout.extra_ports(manifest).values()]
+            ports += [
+                layout.grpc_port(manifest),
+                layout.metrics_port(MANIFESTS.index(manifest)),
+                *layout.extra_ports(manifest).values(),
+            ]
         if all(port_free(port) for port in ports):
             return offset
     raise AssertionError("no free port offset found")

@@ -26,17 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brokermesh", description="Run and inspect the brokermesh trading platform."
     )
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="log level of the command itself (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level of the command itself (default INFO)",
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in _subcommand_modules():
         try:
             module = importlib.import_module(f"{__name__}.{name}")
         # One broken module must not take the other subcommands down with it.
         except Exception as exc:
-            print(f"brokermesh: subcommand module {name!r} failed to import: {exc}",
-                  file=sys.stderr)
+            print(
+                f"brokermesh: subcommand module {name!r} failed to import: {exc}", file=sys.stderr
+            )
             continue
         register = getattr(module, "register", None)
         if callable(register):
@@ -48,8 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     handler = getattr(args, "func", None)
     if handler is None:
         parser.print_help()
@@ -68,5 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _subcommand_modules() -> list[str]:
     # Sorted, so --help lists commands in a stable order.
-    return sorted(info.name for info in pkgutil.iter_modules(__path__)
-                  if not info.name.startswith("_"))
+    return sorted(
+        info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")
+    )

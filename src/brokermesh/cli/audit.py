@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("audit", help="audit the order event store")
     actions = parser.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     verify = actions.add_parser(
-        "verify", help="verify the hash chain of every order stream",
+        "verify",
+        help="verify the hash chain of every order stream",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     add_database_url(verify)
@@ -58,8 +59,10 @@ async def _verify(dsn: str) -> AuditReport:
 def _print_report(report: AuditReport) -> int:
     print(f"checked {report.streams} streams, {report.events} events")
     for found in report.breaks:
-        print(f"BROKEN stream {found.stream_id} version {found.stream_version} "
-              f"position {found.position}: {found.problem}")
+        print(
+            f"BROKEN stream {found.stream_id} version {found.stream_version} "
+            f"position {found.position}: {found.problem}"
+        )
     if report.ok:
         print("hash chain intact")
         return 0

@@ -27,7 +27,8 @@ DEFAULT_DATABASE_URL = postgres_dsn(OWNER_ROLE, POSTGRES_PORT)
 def add_database_url(parser: argparse.ArgumentParser) -> None:
     """Add ``--database-url``; :func:`database_url` resolves its default at run time."""
     parser.add_argument(
-        "--database-url", default=None,
+        "--database-url",
+        default=None,
         help=f"PostgreSQL DSN (default: ${DATABASE_URL_ENV}, else {DEFAULT_DATABASE_URL})",
     )
 
@@ -40,12 +41,16 @@ def database_url(args: argparse.Namespace) -> str:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``replay`` command to the ``brokermesh`` parser."""
     parser = subparsers.add_parser(
-        "replay", help="rebuild order_views from the event store",
+        "replay",
+        help="rebuild order_views from the event store",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
     add_database_url(parser)
-    parser.add_argument("--check", action="store_true",
-                        help="compare the live views with a fresh fold; change nothing")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare the live views with a fresh fold; change nothing",
+    )
     parser.set_defaults(func=main)
 
 
@@ -74,15 +79,20 @@ async def _run(dsn: str, *, check: bool) -> int:
     finally:
         await conn.close()
 
-    print(f"rebuilt {report.streams} order views from {report.events} events "
-          f"({report.deleted} views replaced)")
+    print(
+        f"rebuilt {report.streams} order views from {report.events} events "
+        f"({report.deleted} views replaced)"
+    )
     return 0
 
 
 def _print_diff(diff: ReplayDiff) -> int:
     print(f"compared {diff.streams} streams with the live order views")
-    for label, order_ids in (("missing", diff.missing), ("extra", diff.extra),
-                             ("different", diff.different)):
+    for label, order_ids in (
+        ("missing", diff.missing),
+        ("extra", diff.extra),
+        ("different", diff.different),
+    ):
         for order_id in order_ids:
             print(f"  {label}: {order_id}")
     print("live views match the event store" if diff.ok else "live views differ")

@@ -12,22 +12,37 @@ from brokermesh.platform.layout import add_layout_arguments, layout_from_args
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "status", help="show the health of every component",
+        "status",
+        help="show the health of every component",
         description="Check PostgreSQL (select 1), NATS (JetStream health), each service (gRPC "
-                    "health) and the gateway's HTTP /healthz. Exits 1 if anything is down.",
+        "health) and the gateway's HTTP /healthz. Exits 1 if anything is down.",
     )
     add_layout_arguments(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of {component, address, status, detail}")
-    parser.add_argument("--only", type=split_names, default=(), metavar="NAME,NAME",
-                        help="check only these components (postgresql, nats, service names); "
-                             "default: what `up` runs in --data-dir, else everything")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {component, address, status, detail}",
+    )
+    parser.add_argument(
+        "--only",
+        type=split_names,
+        default=(),
+        metavar="NAME,NAME",
+        help="check only these components (postgresql, nats, service names); "
+        "default: what `up` runs in --data-dir, else everything",
+    )
     parser.add_argument("--pg-dsn", help="PostgreSQL DSN to check instead of the platform's")
     parser.add_argument("--nats-url", help="NATS client URL to show instead of the platform's")
-    parser.add_argument("--nats-monitor-url",
-                        help="NATS monitoring URL to check instead of the platform's")
-    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS",
-                        help="per-check timeout (default 2)")
+    parser.add_argument(
+        "--nats-monitor-url", help="NATS monitoring URL to check instead of the platform's"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="per-check timeout (default 2)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -53,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if args.only:
         unknown = sorted(set(args.only) - known)
         if unknown:
-            raise PlatformError(f"unknown component(s): {', '.join(unknown)}; "
-                                f"known: {', '.join(sorted(known))}")
+            raise PlatformError(
+                f"unknown component(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         wanted = set(args.only)
     elif "services" in state:
         wanted = {POSTGRES, NATS, *state["services"]}
@@ -65,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         postgres_dsn=(args.pg_dsn or layout.app_dsn) if POSTGRES in wanted else None,
         nats_url=args.nats_url or layout.nats_url,
         nats_monitor_url=(args.nats_monitor_url or layout.nats_monitor_url)
-        if NATS in wanted else None,
+        if NATS in wanted
+        else None,
         services=service_targets(layout, [m for m in MANIFESTS if m.name in wanted]),
     )
     rows = asyncio.run(check_all(targets, timeout_s=args.timeout))

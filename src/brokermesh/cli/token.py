@@ -18,14 +18,28 @@ DEFAULT_TTL_MINUTES = 480
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``token`` to the ``brokermesh`` command."""
     parser = subparsers.add_parser(
-        "token", help="print a development bearer token for an advisor", description=__doc__,
+        "token",
+        help="print a development bearer token for an advisor",
+        description=__doc__,
     )
-    parser.add_argument("--advisor", required=True, metavar="ID",
-                        help="advisor id the token speaks for (its sub claim), e.g. ADV-1207")
-    parser.add_argument("--ttl-minutes", type=_positive_minutes, default=DEFAULT_TTL_MINUTES,
-                        help=f"minutes until the token expires (default {DEFAULT_TTL_MINUTES})")
-    parser.add_argument("--keys-dir", type=Path, default=DEFAULT_KEYS_DIR,
-                        help=f"folder of the signing key pair (default {DEFAULT_KEYS_DIR})")
+    parser.add_argument(
+        "--advisor",
+        required=True,
+        metavar="ID",
+        help="advisor id the token speaks for (its sub claim), e.g. ADV-1207",
+    )
+    parser.add_argument(
+        "--ttl-minutes",
+        type=_positive_minutes,
+        default=DEFAULT_TTL_MINUTES,
+        help=f"minutes until the token expires (default {DEFAULT_TTL_MINUTES})",
+    )
+    parser.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=DEFAULT_KEYS_DIR,
+        help=f"folder of the signing key pair (default {DEFAULT_KEYS_DIR})",
+    )
     parser.set_defaults(func=_issue)
 
 

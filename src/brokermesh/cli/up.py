@@ -10,15 +10,26 @@ from brokermesh.platform.layout import add_layout_arguments, default_data_dir
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "up", help="run the platform locally",
+        "up",
+        help="run the platform locally",
         description="Start PostgreSQL and NATS, apply migrations and JetStream assets, then run "
-                    "every service under honcho until Ctrl-C or SIGTERM.",
+        "every service under honcho until Ctrl-C or SIGTERM.",
     )
     add_layout_arguments(parser, remembered_offset=False)
-    parser.add_argument("--only", type=split_names, default=(), metavar="NAME,NAME",
-                        help="start only these services (PostgreSQL and NATS always start)")
-    parser.add_argument("--health-timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="stop everything if a service is not SERVING by then (default 60)")
+    parser.add_argument(
+        "--only",
+        type=split_names,
+        default=(),
+        metavar="NAME,NAME",
+        help="start only these services (PostgreSQL and NATS always start)",
+    )
+    parser.add_argument(
+        "--health-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="stop everything if a service is not SERVING by then (default 60)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -28,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     # Not layout_from_args: a fresh `up` starts at the offset it is given, or 0.
     data_dir = args.data_dir or default_data_dir()
-    return up(UpOptions(data_dir=data_dir, port_offset=args.port_offset or 0,
-                        only=args.only, health_timeout_s=args.health_timeout))
+    return up(
+        UpOptions(
+            data_dir=data_dir,
+            port_offset=args.port_offset or 0,
+            only=args.only,
+            health_timeout_s=args.health_timeout,
+        )
+    )
 
 
 def split_names(text: str) -> tuple[str, ...]:

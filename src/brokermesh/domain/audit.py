@@ -72,8 +72,13 @@ def _check_row(row: asyncpg.Record, expected_version: int, prev_hash: bytes) -> 
         return "prev_hash does not match the previous event's hash"
 
     recomputed = chain_hash(
-        prev_hash, row["event_id"], row["stream_id"], row["stream_version"],
-        row["event_type"], row["event_version"], bytes(row["payload"]),
+        prev_hash,
+        row["event_id"],
+        row["stream_id"],
+        row["stream_version"],
+        row["event_type"],
+        row["event_version"],
+        bytes(row["payload"]),
     )
     if recomputed != bytes(row["hash"]):
         return "hash does not match the event's contents"
@@ -83,7 +88,9 @@ def _check_row(row: asyncpg.Record, expected_version: int, prev_hash: bytes) -> 
     except Exception:
         return "payload is not a valid OrderEvent"
     if (event.order_id, event.stream_version, event.event_id) != (
-        row["stream_id"], row["stream_version"], row["event_id"],
+        row["stream_id"],
+        row["stream_version"],
+        row["event_id"],
     ):
         return "payload disagrees with the row's stream, version or event id"
     return ""

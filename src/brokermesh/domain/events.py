@@ -82,7 +82,9 @@ def apply(view: OrderView, event: OrderEvent) -> None:
     view.stream_version = event.stream_version
     view.policy_decisions.extend(event.policy_decisions)
     view.history.add(
-        state=event.state, event_type=event.event_type, at=event.timestamp_utc,
+        state=event.state,
+        event_type=event.event_type,
+        at=event.timestamp_utc,
         reason=_reason(event),
     )
 

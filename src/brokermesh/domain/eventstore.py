@@ -15,11 +15,17 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.errors import Aborted
+
+#: A connection, or one lent by a pool, that statements can run on.
+Executor: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
 
 #: ``prev_hash`` of the first event in a stream.
 GENESIS = bytes(32)
@@ -86,19 +92,31 @@ class StreamHead:
     hash: bytes = GENESIS
 
 
-def chain_hash(prev_hash: bytes, event_id: str, stream_id: str, stream_version: int,
-               event_type: str, event_version: str, payload: bytes) -> bytes:
+def chain_hash(
+    prev_hash: bytes,
+    event_id: str,
+    stream_id: str,
+    stream_version: int,
+    event_type: str,
+    event_version: str,
+    payload: bytes,
+) -> bytes:
     """sha256 over the previous hash and the event's fields, each length-prefixed."""
     digest = hashlib.sha256(prev_hash)
-    for part in (event_id.encode(), stream_id.encode(), str(stream_version).encode(),
-                 event_type.encode(), event_version.encode(), payload):
+    for part in (
+        event_id.encode(),
+        stream_id.encode(),
+        str(stream_version).encode(),
+        event_type.encode(),
+        event_version.encode(),
+        payload,
+    ):
         digest.update(len(part).to_bytes(4, "big"))
         digest.update(part)
     return digest.digest()
 
 
-async def append(conn: asyncpg.Connection, head: StreamHead,
-                 events: Sequence[OrderEvent]) -> StreamHead:
+async def append(conn: Executor, head: StreamHead, events: Sequence[OrderEvent]) -> StreamHead:
     """Append ``events`` after ``head`` in the caller's transaction; return the new head.
 
     The events must carry consecutive ``stream_version``s starting at
@@ -115,10 +133,25 @@ async def append(conn: asyncpg.Connection, head: StreamHead,
                 f"expected {head.version + offset}"
             )
         payload = event.SerializeToString(deterministic=True)
-        digest = chain_hash(prev, event.event_id, event.order_id, event.stream_version,
-                            event.event_type, event.event_version, payload)
-        row = (event.event_id, event.order_id, event.stream_version, event.event_type,
-               event.event_version, payload, prev, digest)
+        digest = chain_hash(
+            prev,
+            event.event_id,
+            event.order_id,
+            event.stream_version,
+            event.event_type,
+            event.event_version,
+            payload,
+        )
+        row = (
+            event.event_id,
+            event.order_id,
+            event.stream_version,
+            event.event_type,
+            event.event_version,
+            payload,
+            prev,
+            digest,
+        )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
         prev = digest
@@ -132,7 +165,7 @@ async def append(conn: asyncpg.Connection, head: StreamHead,
     return StreamHead(head.version + len(events), prev)
 
 
-async def read_stream(conn: asyncpg.Connection | asyncpg.Pool, stream_id: str) -> list[StoredEvent]:
+async def read_stream(conn: Executor | asyncpg.Pool, stream_id: str) -> list[StoredEvent]:
     """Every event of one stream, in version order."""
     rows = await conn.fetch(_READ_STREAM, stream_id)
     return [StoredEvent(**dict(row)) for row in rows]

@@ -58,4 +58,4 @@ def check(order_id: str, current: int, target: int) -> None:
 
 def name(state: int) -> str:
     """Short name of a state, as the API shows it (``FILLED``)."""
-    return OrderState.Name(state).removeprefix("ORDER_STATE_")  # type: ignore[arg-type]
+    return OrderState.Name(state).removeprefix("ORDER_STATE_")

@@ -104,9 +104,11 @@ def postgres_dsn(role: str, port: int, *, host: str = HOST, database: str = DATA
 def write_state(layout: Layout, services: list[str]) -> None:
     """Record what ``up`` runs, so ``status`` can check the same ports and services."""
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    layout.state_file.write_text(json.dumps(
-        {"pid": os.getpid(), "port_offset": layout.port_offset, "services": services}, indent=2
-    ))
+    layout.state_file.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "port_offset": layout.port_offset, "services": services}, indent=2
+        )
+    )
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -122,20 +124,32 @@ def clear_state(layout: Layout) -> None:
     layout.state_file.unlink(missing_ok=True)
 
 
-def add_layout_arguments(parser: argparse.ArgumentParser, *, remembered_offset: bool = True
-                         ) -> None:
+def add_layout_arguments(
+    parser: argparse.ArgumentParser, *, remembered_offset: bool = True
+) -> None:
     """``--data-dir`` and ``--port-offset``, shared by every command that finds the platform.
 
     With ``remembered_offset`` the help says that an unset offset is the one a running
     ``up`` recorded (see :func:`layout_from_args`); ``up`` itself starts at 0.
     """
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="platform data directory (default ./.brokermesh)")
-    fallback = ("the offset the running `brokermesh up` uses in --data-dir, else 0"
-                if remembered_offset else "0")
-    parser.add_argument("--port-offset", type=int, default=None, metavar="N",
-                        help="add N to every port, PostgreSQL and NATS included "
-                             f"(default: {fallback})")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="platform data directory (default ./.brokermesh)",
+    )
+    fallback = (
+        "the offset the running `brokermesh up` uses in --data-dir, else 0"
+        if remembered_offset
+        else "0"
+    )
+    parser.add_argument(
+        "--port-offset",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"add N to every port, PostgreSQL and NATS included (default: {fallback})",
+    )
 
 
 def layout_from_args(args: argparse.Namespace) -> Layout:

@@ -90,17 +90,24 @@ def discover(directory: Traversable | None = None) -> list[Migration]:
         if not match or not entry.is_file():
             continue
         data = entry.read_bytes()
-        migration = Migration(version=int(match["version"]), name=entry.name,
-                              sql=data.decode("utf-8"), sha256=hashlib.sha256(data).hexdigest())
+        migration = Migration(
+            version=int(match["version"]),
+            name=entry.name,
+            sql=data.decode("utf-8"),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
         if migration.version in found:
-            raise MigrationError(f"migrations {found[migration.version].name} and "
-                                 f"{migration.name} share version {migration.version:04d}")
+            raise MigrationError(
+                f"migrations {found[migration.version].name} and "
+                f"{migration.name} share version {migration.version:04d}"
+            )
         found[migration.version] = migration
     return [found[version] for version in sorted(found)]
 
 
-async def apply_migrations(dsn: str, directory: Traversable | None = None, *,
-                           load_reference_data: bool = True) -> MigrationReport:
+async def apply_migrations(
+    dsn: str, directory: Traversable | None = None, *, load_reference_data: bool = True
+) -> MigrationReport:
     """Connect to ``dsn`` as the schema owner and bring the schema up to date."""
     migrations = discover(directory)
     conn = await asyncpg.connect(dsn, timeout=10)
@@ -110,16 +117,19 @@ async def apply_migrations(dsn: str, directory: Traversable | None = None, *,
         await conn.close()
 
 
-async def apply_on(conn: asyncpg.Connection, migrations: list[Migration], *,
-                   load_reference_data: bool = True) -> MigrationReport:
+async def apply_on(
+    conn: asyncpg.Connection, migrations: list[Migration], *, load_reference_data: bool = True
+) -> MigrationReport:
     """Apply ``migrations`` over an open owner connection."""
     report = MigrationReport()
     # A session lock, not a transaction one: each migration commits on its own.
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await conn.execute(_CREATE_TRACKING)
-        recorded = {row["version"]: row for row in
-                    await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")}
+        recorded = {
+            row["version"]: row
+            for row in await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
+        }
         _check_unchanged(migrations, recorded)
 
         for migration in migrations:
@@ -152,8 +162,10 @@ def _check_unchanged(migrations: list[Migration], recorded: dict[int, asyncpg.Re
                 "add a new migration instead of editing an applied one"
             )
         if row["name"] != migration.name:
-            raise MigrationError(f"migration {migration.version:04d} was applied as "
-                                 f"{row['name']} but the file is now {migration.name}")
+            raise MigrationError(
+                f"migration {migration.version:04d} was applied as "
+                f"{row['name']} but the file is now {migration.name}"
+            )
     missing = sorted(set(recorded) - {m.version for m in migrations})
     for version in missing:
         _LOGGER.warning("applied migration %s has no file any more", recorded[version]["name"])
@@ -166,7 +178,9 @@ async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
             await conn.execute(migration.sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
-                migration.version, migration.name, migration.sha256,
+                migration.version,
+                migration.name,
+                migration.sha256,
             )
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
@@ -177,8 +191,11 @@ async def _load_securities(conn: asyncpg.Connection) -> int:
     """Upsert the securities of ``brokermesh/data/securities.csv``; returns how many."""
     securities = load_securities()
     async with conn.transaction():
-        await conn.executemany(_UPSERT_SECURITY, [
-            (s.symbol, s.name, s.reference_price, s.average_daily_volume, s.eligible)
-            for s in securities
-        ])
+        await conn.executemany(
+            _UPSERT_SECURITY,
+            [
+                (s.symbol, s.name, s.reference_price, s.average_daily_volume, s.eligible)
+                for s in securities
+            ],
+        )
     return len(securities)

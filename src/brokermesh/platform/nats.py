@@ -109,16 +109,23 @@ class LocalNats:
             # A session of its own: Ctrl-C in the terminal must not reach NATS before the
             # services that use it have stopped.
             self._process = subprocess.Popen(
-                [str(binary), "-c", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [str(binary), "-c", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             self._wait_healthy(timeout_s)
         except BaseException:
             self.stop()
             raise
-        _LOGGER.info("NATS listening on %s (monitoring %s, store %s)", self.url,
-                     self.monitor_url, self.store_dir)
+        _LOGGER.info(
+            "NATS listening on %s (monitoring %s, store %s)",
+            self.url,
+            self.monitor_url,
+            self.store_dir,
+        )
 
     def stop(self, *, timeout_s: float = 15.0) -> None:
         """SIGTERM (NATS flushes and closes its store), then SIGKILL after ``timeout_s``."""
@@ -153,8 +160,9 @@ class LocalNats:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise PlatformError(f"nats-server exited with {self._process.returncode}:\n"
-                                    f"{self.log_tail()}")
+                raise PlatformError(
+                    f"nats-server exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
             if self.healthy(timeout_s=0.5):
                 return
             time.sleep(0.1)

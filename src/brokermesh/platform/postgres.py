@@ -42,8 +42,11 @@ _PG_CTL_NOT_RUNNING = 3
 def find_bin_dir() -> Path:
     """The directory holding initdb and pg_ctl: the system's, else pgserver's bundled copy."""
     # The newest system installation wins; Debian keeps each major version apart.
-    candidates = sorted(Path("/").glob(_SYSTEM_BIN_GLOB.lstrip("/")),
-                        key=lambda p: _version_key(p.parent.name), reverse=True)
+    candidates = sorted(
+        Path("/").glob(_SYSTEM_BIN_GLOB.lstrip("/")),
+        key=lambda p: _version_key(p.parent.name),
+        reverse=True,
+    )
     for candidate in candidates:
         if (candidate / "pg_ctl").is_file():
             return candidate
@@ -113,15 +116,27 @@ class LocalPostgres:
         staging = self.data_dir.with_name(f"{self.data_dir.name}.initdb")
         shutil.rmtree(staging, ignore_errors=True)
         self._prepare_dir(staging, mode=0o700)
-        self._run("initdb", "-D", str(staging), "-U", OWNER_ROLE, "--no-locale",
-                  "--encoding=UTF8", "--auth=trust", timeout_s=180)
+        self._run(
+            "initdb",
+            "-D",
+            str(staging),
+            "-U",
+            OWNER_ROLE,
+            "--no-locale",
+            "--encoding=UTF8",
+            "--auth=trust",
+            timeout_s=180,
+        )
         # Replace initdb's rules: no local-socket entries at all, trust on loopback only.
-        self._write_owned(staging / "pg_hba.conf", (
-            "# brokermesh local development platform: trust on loopback only.\n"
-            "# Kubernetes deployments use CloudNativePG and its generated credentials.\n"
-            "host all all 127.0.0.1/32 trust\n"
-            "host all all ::1/128 trust\n"
-        ))
+        self._write_owned(
+            staging / "pg_hba.conf",
+            (
+                "# brokermesh local development platform: trust on loopback only.\n"
+                "# Kubernetes deployments use CloudNativePG and its generated credentials.\n"
+                "host all all 127.0.0.1/32 trust\n"
+                "host all all ::1/128 trust\n"
+            ),
+        )
         with (staging / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
         if self.data_dir.is_dir() and not any(self.data_dir.iterdir()):
@@ -162,8 +177,18 @@ class LocalPostgres:
         self._write_settings()
         assert self.log_file is not None
         self._prepare_file(self.log_file)
-        self._run("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file),
-                  "-w", "-t", str(int(timeout_s)), timeout_s=timeout_s + 10)
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            str(int(timeout_s)),
+            timeout_s=timeout_s + 10,
+        )
         self.started_here = True
         _LOGGER.info("PostgreSQL listening on %s (data %s)", self.address, self.data_dir)
         return True
@@ -172,11 +197,23 @@ class LocalPostgres:
         """Stop with ``-m fast`` (roll back sessions, checkpoint); escalate to immediate."""
         if not self.is_running():
             return
-        result = self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
-                           "-t", str(int(timeout_s)), check=False, timeout_s=timeout_s + 10)
+        result = self._run(
+            "pg_ctl",
+            "stop",
+            "-D",
+            str(self.data_dir),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(int(timeout_s)),
+            check=False,
+            timeout_s=timeout_s + 10,
+        )
         if result.returncode != 0 and self.is_running():
-            _LOGGER.warning("fast shutdown failed (%s); stopping immediately",
-                            result.stderr.strip())
+            _LOGGER.warning(
+                "fast shutdown failed (%s); stopping immediately", result.stderr.strip()
+            )
             self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "immediate", "-w")
         self.started_here = False
         _LOGGER.info("PostgreSQL on %s stopped", self.address)
@@ -186,8 +223,7 @@ class LocalPostgres:
         transaction, so it is not part of the migrations)."""
         conn = await asyncpg.connect(self.dsn(OWNER_ROLE, "postgres"), timeout=10)
         try:
-            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                         database)
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
             if not exists:
                 quoted = database.replace('"', '""')
                 await conn.execute(f'CREATE DATABASE "{quoted}"')
@@ -205,15 +241,18 @@ class LocalPostgres:
 
     def _write_settings(self) -> None:
         # Durability is not negotiable even locally: the event store is the system of record.
-        self._write_owned(self.data_dir / SETTINGS_FILE, (
-            "# Written by brokermesh at every start; edits are overwritten.\n"
-            f"listen_addresses = '{self.host}'\n"
-            f"port = {self.port}\n"
-            "unix_socket_directories = ''\n"
-            "fsync = on\n"
-            "synchronous_commit = on\n"
-            "full_page_writes = on\n"
-        ))
+        self._write_owned(
+            self.data_dir / SETTINGS_FILE,
+            (
+                "# Written by brokermesh at every start; edits are overwritten.\n"
+                f"listen_addresses = '{self.host}'\n"
+                f"port = {self.port}\n"
+                "unix_socket_directories = ''\n"
+                "fsync = on\n"
+                "synchronous_commit = on\n"
+                "full_page_writes = on\n"
+            ),
+        )
 
     def _pid_file_lines(self) -> list[str]:
         try:
@@ -221,8 +260,9 @@ class LocalPostgres:
         except (FileNotFoundError, PermissionError):
             return []
 
-    def _run(self, program: str, *args: str, check: bool = True,
-             timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, program: str, *args: str, check: bool = True, timeout_s: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run a PostgreSQL program, as the service user when this process is root."""
         bin_dir = self.bin_dir or find_bin_dir()
         command = [str(bin_dir / program), *args]
@@ -234,7 +274,12 @@ class LocalPostgres:
         # cwd "/" because the service user may not be allowed into the caller's directory;
         # no supplementary groups, so nothing of root's survives the switch.
         result = subprocess.run(
-            command, capture_output=True, text=True, env=env, cwd="/", timeout=timeout_s,
+            command,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            timeout=timeout_s,
             check=False,
             user=owner.pw_uid if owner else None,
             group=owner.pw_gid if owner else None,

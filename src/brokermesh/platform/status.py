@@ -70,19 +70,22 @@ class Targets:
     services: tuple[ServiceTarget, ...] = ()
 
 
-def service_targets(layout: Layout,
-                    manifests: Sequence[ServiceManifest]) -> tuple[ServiceTarget, ...]:
+def service_targets(
+    layout: Layout, manifests: Sequence[ServiceManifest]
+) -> tuple[ServiceTarget, ...]:
     """Targets for ``manifests`` at the layout's (offset) ports."""
     targets = []
     for manifest in manifests:
         extras = layout.extra_ports(manifest)
         http = extras.pop("http", None)
-        targets.append(ServiceTarget(
-            name=manifest.name,
-            grpc_address=layout.grpc_address(manifest),
-            extras=tuple((purpose, f"{HOST}:{port}") for purpose, port in extras.items()),
-            http_url=f"http://{HOST}:{http}" if http is not None else "",
-        ))
+        targets.append(
+            ServiceTarget(
+                name=manifest.name,
+                grpc_address=layout.grpc_address(manifest),
+                extras=tuple((purpose, f"{HOST}:{port}") for purpose, port in extras.items()),
+                http_url=f"http://{HOST}:{http}" if http is not None else "",
+            )
+        )
     return tuple(targets)
 
 
@@ -92,13 +95,15 @@ async def check_all(targets: Targets, *, timeout_s: float = 2.0) -> list[Compone
     if targets.postgres_dsn is not None:
         checks.append(check_postgres(targets.postgres_dsn, timeout_s=timeout_s))
     if targets.nats_monitor_url is not None:
-        checks.append(check_nats(targets.nats_monitor_url, nats_url=targets.nats_url,
-                                 timeout_s=timeout_s))
+        checks.append(
+            check_nats(targets.nats_monitor_url, nats_url=targets.nats_url, timeout_s=timeout_s)
+        )
     for service in targets.services:
         checks.append(check_service(service, timeout_s=timeout_s))
         if service.http_url:
-            checks.append(check_http(f"{service.name}{HTTP_SUFFIX}", service.http_url,
-                                     timeout_s=timeout_s))
+            checks.append(
+                check_http(f"{service.name}{HTTP_SUFFIX}", service.http_url, timeout_s=timeout_s)
+            )
     return list(await asyncio.gather(*checks))
 
 
@@ -117,8 +122,9 @@ async def check_postgres(dsn: str, *, timeout_s: float = 2.0) -> ComponentStatus
     return ComponentStatus(POSTGRES, address, UP, "select 1 ok")
 
 
-async def check_nats(monitor_url: str, *, nats_url: str = "",
-                     timeout_s: float = 2.0) -> ComponentStatus:
+async def check_nats(
+    monitor_url: str, *, nats_url: str = "", timeout_s: float = 2.0
+) -> ComponentStatus:
     """Ask the monitoring endpoint whether the server and JetStream are healthy."""
     address = f"{nats_url} (monitor {monitor_url})" if nats_url else monitor_url
     ok, detail = await asyncio.to_thread(_http_get, f"{monitor_url}{HEALTH_PATH}", timeout_s)
@@ -139,8 +145,7 @@ async def grpc_health(address: str, *, timeout_s: float = 2.0) -> tuple[bool, st
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""),
-                                     timeout=timeout_s)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             return False, exc.code().name
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -160,7 +165,8 @@ def format_table(rows: Sequence[ComponentStatus]) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(value.ljust(width) for value, width in zip(line[:-1], widths, strict=True))
-        + "  " + line[-1]
+        + "  "
+        + line[-1]
         for line in cells
     )
 

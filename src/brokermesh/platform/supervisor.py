@@ -70,17 +70,19 @@ class UpOptions:
     health_timeout_s: float = 60.0
 
 
-def select_manifests(only: Sequence[str],
-                     manifests: Sequence[ServiceManifest] = MANIFESTS
-                     ) -> tuple[ServiceManifest, ...]:
+def select_manifests(
+    only: Sequence[str], manifests: Sequence[ServiceManifest] = MANIFESTS
+) -> tuple[ServiceManifest, ...]:
     """The manifests named in ``only`` (all when empty), in start order."""
     if not only:
         return tuple(manifests)
     known = {m.name for m in manifests}
     unknown = sorted(set(only) - known)
     if unknown:
-        raise PlatformError(f"unknown service(s): {', '.join(unknown)}; "
-                            f"known: {', '.join(m.name for m in manifests)}")
+        raise PlatformError(
+            f"unknown service(s): {', '.join(unknown)}; "
+            f"known: {', '.join(m.name for m in manifests)}"
+        )
     return tuple(m for m in manifests if m.name in only)
 
 
@@ -89,8 +91,9 @@ def env_name(service: str) -> str:
     return service.upper().replace("-", "_")
 
 
-def service_env(manifest: ServiceManifest, layout: Layout,
-                manifests: Sequence[ServiceManifest] = MANIFESTS) -> dict[str, str]:
+def service_env(
+    manifest: ServiceManifest, layout: Layout, manifests: Sequence[ServiceManifest] = MANIFESTS
+) -> dict[str, str]:
     """The BROKERMESH_* variables one service process gets; a pure function of its inputs.
 
     Every port is shifted by the layout's offset, the metrics port follows the
@@ -106,8 +109,7 @@ def service_env(manifest: ServiceManifest, layout: Layout,
         "BROKERMESH_DATA_DIR": str(layout.service_data_dir(manifest)),
         "BROKERMESH_NATS_URL": layout.nats_url,
         "BROKERMESH_DATABASE_URL": layout.app_dsn,
-        "BROKERMESH_UPSTREAMS": ",".join(f"{m.name}={layout.grpc_address(m)}"
-                                         for m in manifests),
+        "BROKERMESH_UPSTREAMS": ",".join(f"{m.name}={layout.grpc_address(m)}" for m in manifests),
     }
     for purpose, port in layout.extra_ports(manifest).items():
         env[f"{ENV_PREFIX}{env_name(manifest.name)}_{purpose.upper()}_PORT"] = str(port)
@@ -119,8 +121,9 @@ def service_env(manifest: ServiceManifest, layout: Layout,
     return env
 
 
-def process_env(manifest: ServiceManifest, layout: Layout,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
+def process_env(
+    manifest: ServiceManifest, layout: Layout, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The full environment of a service process: the caller's, our defaults, then ours."""
     inherited = dict(os.environ if base is None else base)
     defaults = {"BROKERMESH_SHUTDOWN_GRACE_S": SERVICE_SHUTDOWN_GRACE_S}
@@ -142,8 +145,7 @@ def up(options: UpOptions) -> int:
     _check_ports(layout, manifests)
 
     pg = LocalPostgres(layout.postgres_dir, port=layout.postgres_port)
-    nats = LocalNats(layout.nats_dir, port=layout.nats_port,
-                     monitor_port=layout.nats_monitor_port)
+    nats = LocalNats(layout.nats_dir, port=layout.nats_port, monitor_port=layout.nats_monitor_port)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _raise_system_exit)
     # A cluster that was already running belongs to someone else; leave it running.
@@ -173,16 +175,22 @@ def _stop_infrastructure(pg: LocalPostgres, nats: LocalNats, *, stop_postgres: b
             pg.stop()
 
 
-async def _prepare(pg: LocalPostgres, nats: LocalNats, layout: Layout,
-                   manifests: Sequence[ServiceManifest]) -> None:
+async def _prepare(
+    pg: LocalPostgres, nats: LocalNats, layout: Layout, manifests: Sequence[ServiceManifest]
+) -> None:
     """Database, schema and reference data, then the JetStream streams and buckets."""
     await pg.ensure_database()
     report = await apply_migrations(pg.dsn(OWNER_ROLE))
-    _LOGGER.info("migrations: %d applied, %d already applied; %d securities loaded",
-                 len(report.applied), len(report.already_applied), report.securities)
+    _LOGGER.info(
+        "migrations: %d applied, %d already applied; %d securities loaded",
+        len(report.applied),
+        len(report.already_applied),
+        report.securities,
+    )
     outcomes = await nats.ensure_assets()
-    _LOGGER.info("JetStream assets: %s",
-                 ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items()))
+    _LOGGER.info(
+        "JetStream assets: %s", ", ".join(f"{name} {outcome}" for name, outcome in outcomes.items())
+    )
     for manifest in manifests:
         layout.service_data_dir(manifest).mkdir(parents=True, exist_ok=True)
 
@@ -191,15 +199,20 @@ async def _prepare(pg: LocalPostgres, nats: LocalNats, layout: Layout,
     ensure_key_pair(layout.data_dir / "keys")
 
 
-def _run_services(layout: Layout, manifests: Sequence[ServiceManifest],
-                  health_timeout_s: float) -> int:
+def _run_services(
+    layout: Layout, manifests: Sequence[ServiceManifest], health_timeout_s: float
+) -> int:
     """Run ``manifests`` under honcho until they stop; the exit code ``up`` returns."""
     watcher = _HealthWatcher(layout, manifests, timeout_s=health_timeout_s)
     manager = _Manager(Printer(sys.stdout), on_started=watcher.start)
     watcher.manager = manager
     for manifest in manifests:
-        manager.add_process(manifest.name, service_command(manifest),
-                            env=process_env(manifest, layout), cwd=str(Path.cwd()))
+        manager.add_process(
+            manifest.name,
+            service_command(manifest),
+            env=process_env(manifest, layout),
+            cwd=str(Path.cwd()),
+        )
     try:
         manager.loop()
     finally:
@@ -242,8 +255,7 @@ class _Manager(Manager):
         first = not self._terminating
         super().terminate()
         if first:
-            threading.Thread(target=self._enforce_stop, name="stop-enforcer",
-                             daemon=True).start()
+            threading.Thread(target=self._enforce_stop, name="stop-enforcer", daemon=True).start()
 
     def _killall(self, force: bool = False) -> None:
         for name, proc in list(self._processes.items()):
@@ -275,15 +287,23 @@ class _Manager(Manager):
 
     def say(self, text: str) -> None:
         """Print through honcho's event queue, so lines never interleave with services'."""
-        self.events.put(Message(type="line", data=text + "\n", time=datetime.datetime.now(),
-                                name=SYSTEM_PRINTER_NAME, colour=None))
+        self.events.put(
+            Message(
+                type="line",
+                data=text + "\n",
+                time=datetime.datetime.now(),
+                name=SYSTEM_PRINTER_NAME,
+                colour=None,
+            )
+        )
 
 
 class _HealthWatcher:
     """Waits in a thread until every service reports SERVING, then prints the table."""
 
-    def __init__(self, layout: Layout, manifests: Sequence[ServiceManifest], *,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, layout: Layout, manifests: Sequence[ServiceManifest], *, timeout_s: float
+    ) -> None:
         self.layout = layout
         self.manifests = tuple(manifests)
         self.timeout_s = timeout_s
@@ -310,8 +330,9 @@ class _HealthWatcher:
         deadline = time.monotonic() + self.timeout_s
         while pending and not self._stopping.is_set():
             probe_s = max(0.05, min(1.0, deadline - time.monotonic()))
-            results = await asyncio.gather(*(grpc_health(a, timeout_s=probe_s)
-                                             for a in pending.values()))
+            results = await asyncio.gather(
+                *(grpc_health(a, timeout_s=probe_s) for a in pending.values())
+            )
             # An answer that arrives after the deadline is not "healthy in time".
             in_time = time.monotonic() <= deadline
             for name, (serving, _) in zip(list(pending), results, strict=True):
@@ -321,8 +342,10 @@ class _HealthWatcher:
                 break
             if time.monotonic() > deadline:
                 self.unhealthy = sorted(pending)
-                self.manager.say(f"not healthy after {self.timeout_s:g} s: "
-                                 f"{', '.join(self.unhealthy)}; stopping everything")
+                self.manager.say(
+                    f"not healthy after {self.timeout_s:g} s: "
+                    f"{', '.join(self.unhealthy)}; stopping everything"
+                )
                 self.manager.terminate()
                 return
             await asyncio.sleep(0.5)
@@ -332,9 +355,12 @@ class _HealthWatcher:
 
     def _targets(self) -> Targets:
         layout = self.layout
-        return Targets(postgres_dsn=layout.app_dsn, nats_url=layout.nats_url,
-                       nats_monitor_url=layout.nats_monitor_url,
-                       services=service_targets(layout, self.manifests))
+        return Targets(
+            postgres_dsn=layout.app_dsn,
+            nats_url=layout.nats_url,
+            nats_monitor_url=layout.nats_monitor_url,
+            services=service_targets(layout, self.manifests),
+        )
 
 
 def _check_ports(layout: Layout, manifests: Sequence[ServiceManifest]) -> None:
@@ -351,12 +377,16 @@ def _check_ports(layout: Layout, manifests: Sequence[ServiceManifest]) -> None:
     all_ports = {**ports, "postgresql": layout.postgres_port}
     bad = [f"{what} {port}" for what, port in all_ports.items() if not 0 < port < 65536]
     if bad:
-        raise PlatformError(f"port offset {layout.port_offset} puts ports out of range: "
-                            + ", ".join(bad))
+        raise PlatformError(
+            f"port offset {layout.port_offset} puts ports out of range: " + ", ".join(bad)
+        )
     taken = [f"{what} {port}" for what, port in ports.items() if not _port_free(port)]
     if taken:
-        raise PlatformError("ports already in use: " + ", ".join(taken)
-                            + "; stop what uses them or pass --port-offset")
+        raise PlatformError(
+            "ports already in use: "
+            + ", ".join(taken)
+            + "; stop what uses them or pass --port-offset"
+        )
 
 
 def _port_free(port: int) -> bool:
@@ -375,5 +405,7 @@ def _raise_system_exit(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def _already_stopping(signum: int, frame: FrameType | None) -> None:
-    _LOGGER.warning("%s received while stopping; still stopping NATS and PostgreSQL",
-                    signal.Signals(signum).name)
+    _LOGGER.warning(
+        "%s received while stopping; still stopping NATS and PostgreSQL",
+        signal.Signals(signum).name,
+    )
