@@ -19,7 +19,6 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
 
-from brokermesh.mesh import telemetry
 from brokermesh.mesh.pipeline import violation_field
 from brokermesh.services.gateway import errors, jsonmap
 from brokermesh.services.gateway.auth import AuthError, Principal, TokenVerifier
@@ -127,23 +126,12 @@ def _validate(message: Message) -> None:
     violations = _VALIDATOR.collect_violations(message)
     if violations:
         first = violations[0]
-        field = _violation_field(first)
+        field = violation_field(first)
         raise errors.invalid(field, f"{field}: {first.proto.message}")
-
-
-def _violation_field(violation: protovalidate.Violation) -> str:
-    # protovalidate 2.x leaves ``field`` unset (None) on message-level CEL violations,
-    # which violation_field does not expect; the rule id names the field they guard.
-    if violation.proto.field is None:
-        return str(violation.proto.rule_id.rsplit(".", 1)[-1])
-    return violation_field(violation)
 
 
 def _respond(binding: HttpBinding, sent: Message, answer: Message, request: Request) -> Response:
     payload: Any = jsonmap.message_to_json(answer)
-    if "trace_id" in payload:
-        # The answer names the trace this request started, whoever filled the field.
-        payload["trace_id"] = telemetry.current_trace_id()
     request_info(request.scope).order_id = _order_id(sent, payload)
     if binding.response_body:
         payload = payload[binding.response_body]

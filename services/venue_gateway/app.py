@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import grpc
 
 from brokermesh.mesh.config import parse_upstreams
 from brokermesh.mesh.controls import ControlsWatcher
-from brokermesh.mesh.fix.engine import FixInitiator, FixSessionConfig
+from brokermesh.mesh.fix.engine import FixInitiator, FixNotLoggedOnError, FixSessionConfig
 from brokermesh.services.registry import clients_for
 from brokermesh.services.venue_gateway.manifest import MANIFEST
 from brokermesh.services.venue_gateway.service import VenueGateway
 from brokermesh.services.venue_gateway.settings import VenueGatewaySettings
 from brokermesh.trading.v1 import trade_capture_pb2_grpc, venue_pb2_grpc
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def venue_code(service: str) -> str:
@@ -56,7 +59,23 @@ class VenueGatewayApp:
         await self._controls.start()
         await self._initiator.start()
         self._gateway.initiator = self._initiator
+        await self._await_logons()
         self._worker = asyncio.create_task(self._gateway.forward_reports(), name="report-forwarder")
+
+    async def _await_logons(self) -> None:
+        # Report SERVING only once the venues can take orders, so that a
+        # platform that says it is up can trade; a venue still down after the
+        # timeout is left to reconnect in the background (the router sees it
+        # unhealthy meanwhile).
+        for session in self._sessions:
+            try:
+                await self._initiator.wait_logged_on(
+                    session.target_comp_id, timeout_s=self._settings.logon_timeout_s
+                )
+            except FixNotLoggedOnError:
+                _LOGGER.warning(
+                    "venue %s not logged on yet; serving without it", session.target_comp_id
+                )
 
     def register(self, server: grpc.aio.Server) -> None:
         venue_pb2_grpc.add_VenueGatewayServiceServicer_to_server(self._gateway, server)

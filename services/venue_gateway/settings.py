@@ -17,3 +17,5 @@ class VenueGatewaySettings(ServiceSettings):
     heartbeat_s: int = 10
     #: Seconds between reconnection attempts to a venue.
     reconnect_interval_s: int = 1
+    #: Seconds start-up waits for each venue's logon before serving without it.
+    logon_timeout_s: float = 10.0
