@@ -24,12 +24,14 @@ import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from opentelemetry import propagate, trace
 
 from brokermesh.events.v1 import order_events_pb2
 from brokermesh.services.oms.checks import parse_price
 from brokermesh.trading.v1 import market_data_pb2
 
 _LOGGER = logging.getLogger(__name__)
+_TRACER = trace.get_tracer(__name__)
 
 
 class LastPrices:
@@ -72,6 +74,17 @@ class OrderEventHandler:
             _LOGGER.warning("undecodable order event on %s", msg.subject)
             return
         self.last_sequence = msg.metadata.sequence.stream
+        # Continue the order's trace (the relay put it in the traceparent header),
+        # so `brokermesh trace` shows when the OMS saw each event.
+        with _TRACER.start_as_current_span(
+            f"consume {msg.subject}",
+            context=propagate.extract(msg.headers or {}),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "order_id": event.order_id},
+        ):
+            self._apply_logged(event)
+
+    def _apply_logged(self, event: order_events_pb2.OrderEvent) -> None:
         try:
             applied = self._apply(event)
         except Exception:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import grpc
+from prometheus_client import Counter
 
 from brokermesh.common.v1.common_pb2 import (
     ACTOR_TYPE_ADVISOR,
@@ -52,6 +53,19 @@ from brokermesh.trading.v1.order_pb2 import Order
 _LOGGER = logging.getLogger(__name__)
 
 PLATFORM = Actor(type=ACTOR_TYPE_SYSTEM, id="order-entry")
+
+#: Business counters: where submissions end up, and which policies stop orders.
+ORDERS_BY_STATE = Counter(
+    "brokermesh_orders", "Submissions by the state order entry left them in.", ["state"]
+)
+RISK_BLOCKS = Counter(
+    "brokermesh_risk_blocks", "Orders blocked by pre-trade risk, by failing policy.", ["policy"]
+)
+VALIDATION_REJECTS = Counter(
+    "brokermesh_validation_rejects",
+    "Orders rejected by OMS validation, by failing check.",
+    ["policy"],
+)
 
 _SEGMENTS = {
     name: PREVENUE_SEGMENT_SECONDS.labels(name)
@@ -107,6 +121,7 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
 
         if venue:
             await self._hand_to_venue(trail, venue)
+        ORDERS_BY_STATE.labels(states.name(trail.state)).inc()
         _LOGGER.info(
             "order %s %s",
             order.order_id,
@@ -150,6 +165,7 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         )
         _SEGMENTS["oms_validation"].observe(time.perf_counter() - started)
         if not validation.passed:
+            _count_failures(VALIDATION_REJECTS, validation.decisions)
             trail.add(
                 states.REJECTED,
                 decisions=validation.decisions,
@@ -163,6 +179,7 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         risk = await self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order))
         _SEGMENTS["pre_trade_risk"].observe(time.perf_counter() - started)
         if not risk.approved:
+            _count_failures(RISK_BLOCKS, risk.decisions)
             trail.add(
                 states.BLOCKED,
                 decisions=risk.decisions,
@@ -308,3 +325,9 @@ class _Trail:
 def _failures(decisions: Sequence[PolicyDecision]) -> str:
     failed = [d for d in decisions if d.result == DECISION_RESULT_FAIL]
     return "; ".join(f"{d.policy}: {d.reason}" for d in failed) or "refused"
+
+
+def _count_failures(counter: Counter, decisions: Sequence[PolicyDecision]) -> None:
+    for decision in decisions:
+        if decision.result == DECISION_RESULT_FAIL:
+            counter.labels(decision.policy).inc()

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 import grpc
+from prometheus_client import Counter
 
 from brokermesh.common.v1.common_pb2 import ACTOR_TYPE_VENUE, Actor
 from brokermesh.domain import events as order_events
@@ -25,6 +26,13 @@ from brokermesh.trading.v1.order_query_pb2 import OrderView
 from brokermesh.trading.v1.trade_capture_pb2 import ExecutionKind
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Business counters: executions recorded, and the states they moved orders to.
+FILLS = Counter("brokermesh_fills", "Fills recorded, by venue.", ["venue"])
+FILLED_SHARES = Counter("brokermesh_filled_shares", "Shares filled, by venue.", ["venue"])
+ORDER_STATE_CHANGES = Counter(
+    "brokermesh_order_state_changes", "Post-routing state changes recorded, by state.", ["state"]
+)
 
 #: Attempts when another writer appends to the same order concurrently.
 _ATTEMPTS = 5
@@ -68,6 +76,10 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
 
             event = _event_for(view, request)
             await eventstore.append(conn, eventstore.head_of(stored), [event])
+        ORDER_STATE_CHANGES.labels(states.name(event.state)).inc()
+        if request.kind == ExecutionKind.EXECUTION_KIND_FILL:
+            FILLS.labels(request.venue).inc()
+            FILLED_SHARES.labels(request.venue).inc(request.fill.quantity)
         _LOGGER.info(
             "order %s %s",
             request.order_id,
