@@ -1,0 +1,1 @@
+"""Tests of the load-test helpers (the benchmarks themselves never run under pytest)."""
