@@ -157,9 +157,29 @@ async def publish_pending(
         if row.stream_id not in refused or row.stream_version < refused[row.stream_id][0]
     ]
 
+    acked, duplicates = await _publish_rounds(js, publishable, events, timeout_s)
+
+    await _record(conn, acked)
+    return PassResult(
+        published=len(acked),
+        read=len(rows),
+        duplicates=duplicates,
+        held_rows=len(rows) - len(publishable),
+        held={order_id: str(error) for order_id, (_, error) in refused.items()},
+    )
+
+
+async def _publish_rounds(
+    js: JetStreamContext,
+    rows: Sequence[OutboxRow],
+    events: Mapping[int, OrderEvent],
+    timeout_s: float,
+) -> tuple[list[tuple[OutboxRow, OrderEvent]], int]:
+    """Publish ``rows`` round by round until one fails; returns the acked rows and how
+    many publications JetStream reported as duplicates."""
     acked: list[tuple[OutboxRow, OrderEvent]] = []
     duplicates = 0
-    for batch in rounds(publishable):
+    for batch in rounds(rows):
         results = await asyncio.gather(
             *(_publish_row(js, row, events[row.position], timeout_s) for row in batch),
             return_exceptions=True,
@@ -180,17 +200,10 @@ async def publish_pending(
             else:
                 acked.append((row, events[row.position]))
                 duplicates += result
+        # The next round may hold the failed order's next version: stop here, keep order.
         if failed:
             break
-
-    await _record(conn, acked)
-    return PassResult(
-        published=len(acked),
-        read=len(rows),
-        duplicates=duplicates,
-        held_rows=len(rows) - len(publishable),
-        held={order_id: str(error) for order_id, (_, error) in refused.items()},
-    )
+    return acked, duplicates
 
 
 async def _record(conn: asyncpg.Connection, acked: Sequence[tuple[OutboxRow, OrderEvent]]) -> None:
@@ -276,6 +289,19 @@ def _trace_headers(carrier: dict[str, str]) -> dict[str, str]:
     return {subjects.TRACEPARENT: value} if value else {}
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when the current task was asked to stop but the request got lost.
+
+    Python 3.11's ``asyncio.wait_for`` (which nats.py uses for every request)
+    returns the result instead of raising when the cancellation and the result
+    arrive together; the task is then still marked as cancelling, and a loop
+    that never checks would run on forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class OutboxRelay:
     """The long-running relay: one dedicated database connection, LISTEN, publish, repeat.
 
@@ -313,11 +339,15 @@ class OutboxRelay:
         """Relay until cancelled, reconnecting to PostgreSQL as needed."""
         backoff_s = self._poll_interval_s
         while True:
+            started = time.monotonic()
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # A session that ran a while was healthy; its failure starts a fresh backoff.
+                if time.monotonic() - started > self._max_backoff_s:
+                    backoff_s = self._poll_interval_s
                 _LOGGER.exception("outbox relay failed; retrying in %.1f s", backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self._max_backoff_s)
@@ -352,6 +382,7 @@ class OutboxRelay:
         backoff_s = self._poll_interval_s
         while True:
             await self._wait_for_work()
+            raise_if_cancelling()
             if not self._nc.is_connected:
                 # Publishing now would only time out; the outbox keeps the events.
                 continue
@@ -367,6 +398,7 @@ class OutboxRelay:
         published = read = duplicates = held_rows = 0
         started = time.perf_counter()
         while True:
+            raise_if_cancelling()
             result = await publish_pending(
                 conn,
                 self._js,
@@ -407,7 +439,8 @@ class OutboxRelay:
     async def _wait_for_work(self) -> None:
         # A notification usually wakes us; the timeout is the safety net for lost ones.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+            async with asyncio.timeout(self._poll_interval_s):
+                await self._wake.wait()
         self._wake.clear()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:

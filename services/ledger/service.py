@@ -61,6 +61,7 @@ class LedgerApp:
         self._pool: asyncpg.Pool | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._nats_warned_at = float("-inf")
+        self._stopping = False
         #: The running relay once NATS is connected; None before.
         self.relay: OutboxRelay | None = None
 
@@ -78,11 +79,10 @@ class LedgerApp:
 
     async def stop(self) -> None:
         task, self._relay_task = self._relay_task, None
+        self._stopping = True
         try:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancel(task)
         finally:
             if self._pool is not None:
                 await self._pool.close()
@@ -109,7 +109,7 @@ class LedgerApp:
                 name="ledger",
                 max_reconnect_attempts=-1,
                 error_cb=self._on_nats_error,
-                disconnected_cb=_on_disconnected,
+                disconnected_cb=self._on_disconnected,
                 reconnected_cb=_on_reconnected,
             )
             _LOGGER.info("connected to NATS %s", settings.nats_url)
@@ -155,9 +155,25 @@ class LedgerApp:
         else:
             _LOGGER.debug("NATS %s: %s", self._settings.nats_url, exc)
 
+    async def _on_disconnected(self) -> None:
+        # Our own close at shutdown disconnects too; only an unplanned loss is news.
+        if not self._stopping:
+            _LOGGER.warning("disconnected from NATS; the relay waits, queries go on")
 
-async def _on_disconnected() -> None:
-    _LOGGER.warning("disconnected from NATS; the relay waits, queries go on")
+
+async def _cancel(task: asyncio.Task[None], *, attempts: int = 40) -> None:
+    """Cancel ``task`` and wait for it, repeating the request if a library swallowed it
+    (Python 3.11's ``wait_for`` can); gives up, loudly, after ``attempts`` quarter seconds."""
+    for _ in range(attempts):
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.25)
+        if task.done():
+            break
+    else:
+        _LOGGER.error("task %s did not stop after %d cancellations", task.get_name(), attempts)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        _LOGGER.error("task %s ended with an error", task.get_name(), exc_info=task.exception())
 
 
 async def _on_reconnected() -> None:

@@ -1,8 +1,9 @@
 """Order entry: accepts an order and drives it through validation, risk, routing and the venue.
 
 The service owns each order's stream until the order reaches a venue. It
-calls OMS validation, pre-trade risk and the router in turn, then records
-every state change so far in one transaction (one fsync on the hot path),
+asks OMS validation and pre-trade risk at once (both are side-effect free),
+then the router, then records every state change so far in one statement
+that also claims the idempotency key (one round trip, one fsync),
 and only then hands the order to the venue gateway: an order is never at a
 venue without its ROUTED event on disk. Refusals (rejected, blocked) are
 events too, recorded the same way, and answered normally rather than as
@@ -11,11 +12,13 @@ errors. A repeated (account, client order id) returns the original order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -51,6 +54,8 @@ from brokermesh.trading.v1 import (
 from brokermesh.trading.v1.order_pb2 import Order
 
 _LOGGER = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PLATFORM = Actor(type=ACTOR_TYPE_SYSTEM, id="order-entry")
 
@@ -159,11 +164,19 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             )
             return ""
 
-        started = time.perf_counter()
-        validation = await self._oms.ValidateOrder(
-            validation_pb2.ValidateOrderRequest(order=trail.order)
+        # Validation and risk are both side-effect free, so they run at once;
+        # their verdicts are still applied (and recorded) in the lifecycle's
+        # order, and risk's is discarded when validation refuses the order.
+        validation, risk = await asyncio.gather(
+            _timed(
+                "oms_validation",
+                self._oms.ValidateOrder(validation_pb2.ValidateOrderRequest(order=trail.order)),
+            ),
+            _timed(
+                "pre_trade_risk",
+                self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order)),
+            ),
         )
-        _SEGMENTS["oms_validation"].observe(time.perf_counter() - started)
         if not validation.passed:
             _count_failures(VALIDATION_REJECTS, validation.decisions)
             trail.add(
@@ -175,9 +188,6 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             return ""
         trail.add(states.VALIDATED, decisions=validation.decisions, actor=PLATFORM)
 
-        started = time.perf_counter()
-        risk = await self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order))
-        _SEGMENTS["pre_trade_risk"].observe(time.perf_counter() - started)
         if not risk.approved:
             _count_failures(RISK_BLOCKS, risk.decisions)
             trail.add(
@@ -204,20 +214,17 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
 
     async def _record(self, trail: _Trail) -> None:
         order = trail.order
-        async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO order_requests (account_id, client_order_id, order_id) "
-                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING order_id",
-                order.account_id,
-                order.client_order_id,
-                order.order_id,
+        head = await eventstore.open_stream(
+            self._pool,
+            trail.pending,
+            account_id=order.account_id,
+            client_order_id=order.client_order_id,
+        )
+        if head is None:
+            raise _Duplicate(
+                await self._pool.fetchval(_FIND_REQUEST, order.account_id, order.client_order_id)
             )
-            if inserted is None:
-                existing = await conn.fetchval(
-                    _FIND_REQUEST, order.account_id, order.client_order_id
-                )
-                raise _Duplicate(existing)
-            trail.head = await eventstore.append(conn, trail.head, trail.pending)
+        trail.head = head
         trail.pending.clear()
 
     async def _hand_to_venue(self, trail: _Trail, venue: str) -> None:
@@ -331,3 +338,12 @@ def _count_failures(counter: Counter, decisions: Sequence[PolicyDecision]) -> No
     for decision in decisions:
         if decision.result == DECISION_RESULT_FAIL:
             counter.labels(decision.policy).inc()
+
+
+async def _timed(segment: str, call: Awaitable[T]) -> T:
+    """Await ``call``, observing its duration in the pre-venue segment histogram."""
+    started = time.perf_counter()
+    try:
+        return await call
+    finally:
+        _SEGMENTS[segment].observe(time.perf_counter() - started)

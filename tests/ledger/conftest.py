@@ -11,22 +11,13 @@ import pytest_asyncio
 from nats.js.client import JetStreamContext
 
 from brokermesh.mesh.jetstream import ensure_jetstream
+from brokermesh.platform.migrate import apply_migrations
 
 
 @pytest_asyncio.fixture
 async def conn(postgres: Any) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the application role, the one the ledger uses."""
     connection = await asyncpg.connect(postgres.app_dsn, timeout=10)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-@pytest_asyncio.fixture
-async def owner_conn(postgres: Any) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the schema owner, who alone may disable the append-only trigger."""
-    connection = await asyncpg.connect(postgres.owner_dsn, timeout=10)
     try:
         yield connection
     finally:
@@ -48,3 +39,21 @@ async def js(nc: nats.NATS) -> JetStreamContext:
     context = nc.jetstream(timeout=5)
     await ensure_jetstream(context)
     return context
+
+
+@pytest_asyncio.fixture
+async def own_db(fresh_database: Any) -> Any:
+    """A migrated database of this test's own, for tests that read or rebuild the whole
+    store (replay, audit) or leave a stream no other test should meet."""
+    await apply_migrations(fresh_database.owner_dsn, load_reference_data=False)
+    return fresh_database
+
+
+@pytest_asyncio.fixture
+async def own_conn(own_db: Any) -> AsyncIterator[asyncpg.Connection]:
+    """An application-role connection to :func:`own_db`."""
+    connection = await asyncpg.connect(own_db.app_dsn, timeout=10)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -17,114 +16,99 @@ from .support import append_order, new_order
 
 pytestmark = pytest.mark.timeout(60)
 
+_PATH = (states.NEW, states.VALIDATED, states.RISK_APPROVED)
 _DISABLE = "ALTER TABLE order_events DISABLE TRIGGER order_events_append_only"
 _ENABLE = "ALTER TABLE order_events ENABLE TRIGGER order_events_append_only"
+_FLIP_ONE_BYTE = (
+    "UPDATE order_events SET payload = set_byte(payload, 7, get_byte(payload, 7) # 1) "
+    "WHERE position = $1"
+)
 
 
-async def _append(dsn: str) -> tuple[str, int, int]:
-    """A new three-event stream; returns its order id, and version and position of event 2."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        order = new_order()
-        await append_order(conn, order, (states.NEW, states.VALIDATED, states.RISK_APPROVED))
-        position = await conn.fetchval(
-            "SELECT position FROM order_events WHERE stream_id = $1 AND stream_version = 2",
-            order.order_id,
-        )
-    finally:
-        await conn.close()
-    return order.order_id, 2, position
-
-
-async def _as_owner(dsn: str, *statements: tuple[str, tuple[Any, ...]]) -> list[Any]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return [await conn.fetchval(sql, *args) for sql, args in statements]
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def tampered(postgres: Any) -> Iterator[tuple[str, int, int]]:
-    """A stream whose second event had one payload byte flipped by the owner, with the
-    append-only trigger disabled for the edit and enabled again; restored afterwards so
-    that later tests see an intact store."""
-    order_id, version, position = asyncio.run(_append(postgres.app_dsn))
-    (original, *_) = asyncio.run(
-        _as_owner(
-            postgres.owner_dsn,
-            ("SELECT payload FROM order_events WHERE position = $1", (position,)),
-            (_DISABLE, ()),
-            (
-                "UPDATE order_events SET payload = set_byte(payload, 7, get_byte(payload, 7) # 1) "
-                "WHERE position = $1",
-                (position,),
-            ),
-            (_ENABLE, ()),
-        )
+async def _second_event_position(conn: asyncpg.Connection, order_id: str) -> int:
+    position = await conn.fetchval(
+        "SELECT position FROM order_events WHERE stream_id = $1 AND stream_version = 2", order_id
     )
-    try:
-        yield order_id, version, position
-    finally:
-        asyncio.run(
-            _as_owner(
-                postgres.owner_dsn,
-                (_DISABLE, ()),
-                ("UPDATE order_events SET payload = $2 WHERE position = $1", (position, original)),
-                (_ENABLE, ()),
-            )
-        )
+    return int(position)
 
 
-def _verify(dsn: str) -> int:
-    return audit_cli.main(argparse.Namespace(database_url=dsn))
+async def _verify(dsn: str) -> int:
+    # The command runs its own event loop, so it gets a thread of its own here.
+    return await asyncio.to_thread(audit_cli.main, argparse.Namespace(database_url=dsn))
 
 
-def test_audit_verify_passes_on_an_intact_store(
-    postgres: Any,
+@pytest.mark.asyncio
+async def test_audit_verify_passes_on_an_intact_store(
+    own_db: Any,
+    own_conn: asyncpg.Connection,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    asyncio.run(_append(postgres.app_dsn))
+    for _ in range(3):
+        await append_order(own_conn, new_order(), _PATH)
 
-    code = _verify(postgres.app_dsn)
+    code = await _verify(own_db.app_dsn)
 
     out = capsys.readouterr().out
     assert code == 0, out
+    assert "checked 3 streams, 9 events" in out
     assert "hash chain intact" in out
     assert "BROKEN" not in out
 
 
-def test_audit_verify_reports_the_row_whose_payload_was_edited(
-    postgres: Any,
-    tampered: tuple[str, int, int],
+@pytest.mark.asyncio
+async def test_audit_verify_reports_the_row_whose_payload_was_edited(
+    own_db: Any,
+    own_conn: asyncpg.Connection,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    order_id, version, position = tampered
+    order = new_order()
+    await append_order(own_conn, new_order(), _PATH)
+    await append_order(own_conn, order, _PATH)
+    position = await _second_event_position(own_conn, order.order_id)
+    owner = await asyncpg.connect(own_db.owner_dsn)
+    try:
+        await owner.execute(_DISABLE)
+        await owner.execute(_FLIP_ONE_BYTE, position)
+        await owner.execute(_ENABLE)
+    finally:
+        await owner.close()
 
-    code = _verify(postgres.app_dsn)
+    code = await _verify(own_db.app_dsn)
 
     out = capsys.readouterr().out
     broken = [line for line in out.splitlines() if line.startswith("BROKEN")]
     assert code == 1, out
     assert broken == [
-        f"BROKEN stream {order_id} version {version} position {position}: "
+        f"BROKEN stream {order.order_id} version 2 position {position}: "
         "hash does not match the event's contents"
     ]
+    assert "1 break(s) found" in out
 
 
-def test_the_append_only_trigger_refuses_the_edit_while_enabled(postgres: Any) -> None:
-    _, _, position = asyncio.run(_append(postgres.app_dsn))
+@pytest.mark.asyncio
+async def test_the_append_only_trigger_refuses_the_edit_while_enabled(
+    own_db: Any,
+    own_conn: asyncpg.Connection,
+) -> None:
+    order = new_order()
+    await append_order(own_conn, order, _PATH)
+    position = await _second_event_position(own_conn, order.order_id)
+    owner = await asyncpg.connect(own_db.owner_dsn)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await owner.execute(_FLIP_ONE_BYTE, position)
+    finally:
+        await owner.close()
 
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-        asyncio.run(
-            _as_owner(
-                postgres.owner_dsn,
-                (
-                    "UPDATE order_events SET payload = payload || '\\x00'::bytea WHERE position = $1",
-                    (position,),
-                ),
-            )
-        )
+
+@pytest.mark.asyncio
+async def test_audit_verify_of_an_unreachable_database_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = await _verify("postgresql://brokermesh@127.0.0.1:1/brokermesh")
+
+    assert code == 2
+    assert "audit verify failed" in capsys.readouterr().err
 
 
 def test_audit_register_adds_audit_verify() -> None:

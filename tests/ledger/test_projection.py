@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -45,6 +47,7 @@ async def test_the_live_projection_holds_what_the_fold_of_the_stream_gives(
     await drain(conn, js)
 
     row = await conn.fetchrow("SELECT * FROM order_views WHERE order_id = $1", order.order_id)
+    assert row is not None
     view = OrderView.FromString(row["view"])
     assert view == fold(appended)
     assert (row["state"], row["stream_version"], row["account_id"]) == (
@@ -59,20 +62,19 @@ async def test_the_live_projection_holds_what_the_fold_of_the_stream_gives(
 
 @pytest.mark.asyncio
 async def test_live_projection_equals_replay_byte_for_byte(
-    conn: asyncpg.Connection,
-    js: JetStreamContext,
+    own_conn: asyncpg.Connection, js: JetStreamContext
 ) -> None:
     for path in (FILLED_PATH, BLOCKED_PATH, REJECTED_PATH, CANCELLED_PATH, (states.NEW,)):
-        await append_order(conn, new_order(), path)
-    await drain(conn, js)
-    live = await _views(conn)
+        await append_order(own_conn, new_order(), path)
+    await drain(own_conn, js)
+    live = await _views(own_conn)
 
-    diff = await replay.compare(conn)
-    report = await replay.rebuild(conn)
+    diff = await replay.compare(own_conn)
+    report = await replay.rebuild(own_conn)
 
     assert diff.ok, diff
-    assert report.streams == len(live)
-    assert await _views(conn) == live
+    assert (report.streams, report.events, report.deleted) == (5, 6 + 3 + 2 + 6 + 1, 5)
+    assert await _views(own_conn) == live
 
 
 @pytest.mark.asyncio
@@ -109,41 +111,72 @@ async def test_projection_refuses_an_event_that_skips_a_version(
 
 
 @pytest.mark.asyncio
-async def test_replay_check_reports_a_view_that_differs(
-    conn: asyncpg.Connection, js: JetStreamContext
+async def test_replay_check_reports_views_that_differ_are_missing_or_extra(
+    own_conn: asyncpg.Connection, js: JetStreamContext
 ) -> None:
-    order = new_order()
-    await append_order(conn, order, FILLED_PATH)
-    await drain(conn, js)
-    await conn.execute(
+    edited, lagging = new_order(), new_order()
+    await append_order(own_conn, edited, FILLED_PATH)
+    await drain(own_conn, js)
+    await append_order(own_conn, lagging, FILLED_PATH)
+    await own_conn.execute(
         "UPDATE order_views SET view = $2 WHERE order_id = $1",
-        order.order_id,
+        edited.order_id,
         OrderView().SerializeToString(),
     )
+    stray = lifecycle(new_order(), (states.NEW,))
+    async with own_conn.transaction():
+        await projection.project(own_conn, stray)
 
-    diff = await replay.compare(conn)
-    await replay.rebuild(conn)
+    diff = await replay.compare(own_conn)
+    await replay.rebuild(own_conn)
 
-    assert diff.different == [order.order_id]
-    assert (await replay.compare(conn)).ok
-
-
-def test_replay_command_rebuilds_as_the_app_role_and_prints_counts(
-    postgres: object,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    args = argparse.Namespace(
-        database_url=postgres.app_dsn,  # type: ignore[attr-defined]
-        check=False,
+    assert (diff.different, diff.missing, diff.extra) == (
+        [edited.order_id],
+        [lagging.order_id],
+        [stray[0].order_id],
     )
+    assert (await replay.compare(own_conn)).ok
 
-    rebuilt = replay_cli.main(args)
-    checked = replay_cli.main(argparse.Namespace(**{**vars(args), "check": True}))
+
+@pytest.mark.asyncio
+async def test_replay_command_rebuilds_as_the_app_role_and_prints_counts(
+    own_db: Any, own_conn: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await append_order(own_conn, new_order(), FILLED_PATH)
+    await append_order(own_conn, new_order(), REJECTED_PATH)
+    rebuild = argparse.Namespace(database_url=own_db.app_dsn, check=False)
+    check = argparse.Namespace(database_url=own_db.app_dsn, check=True)
+
+    # The command runs its own event loop, so it gets a thread of its own here.
+    rebuilt = await asyncio.to_thread(replay_cli.main, rebuild)
+    checked = await asyncio.to_thread(replay_cli.main, check)
 
     out = capsys.readouterr().out
     assert (rebuilt, checked) == (0, 0), out
-    assert "rebuilt " in out and " order views from " in out
+    assert "rebuilt 2 order views from 8 events (0 views replaced)" in out
+    assert "compared 2 streams with the live order views" in out
     assert "live views match the event store" in out
+
+
+@pytest.mark.asyncio
+async def test_replay_refuses_an_illegal_stream_and_leaves_the_views_alone(
+    own_db: Any,
+    own_conn: asyncpg.Connection,
+    js: JetStreamContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await append_order(own_conn, new_order(), FILLED_PATH)
+    await drain(own_conn, js)
+    before = await _views(own_conn)
+    # VALIDATED -> REJECTED is not in the transition table; the store itself does not check.
+    await append_order(own_conn, new_order(), (states.NEW, states.VALIDATED, states.REJECTED))
+    args = argparse.Namespace(database_url=own_db.app_dsn, check=False)
+
+    code = await asyncio.to_thread(replay_cli.main, args)
+
+    assert code == 2
+    assert "VALIDATED -> REJECTED" in capsys.readouterr().err
+    assert await _views(own_conn) == before
 
 
 def test_replay_register_adds_the_command_with_its_defaults() -> None:

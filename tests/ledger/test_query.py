@@ -51,31 +51,8 @@ async def _start(settings: LedgerSettings) -> AsyncIterator[OrderQueryServiceStu
     try:
         yield OrderQueryServiceStub(channel)
     finally:
-        print("closing channel", flush=True)
         await channel.close()
-        print("stopping server", flush=True)
-        relay_task = app._relay_task
-
-        async def watchdog():
-            await asyncio.sleep(5)
-            print("STUCK; tasks:", flush=True)
-            for t in asyncio.all_tasks():
-                if t.get_name() != "ledger-outbox-relay":
-                    continue
-                coro = t.get_coro()
-                while coro is not None:
-                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-                    print("  ", coro, frame.f_lineno if frame else None, flush=True)
-                    coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-                print("fut_waiter", t._fut_waiter, t._must_cancel, t.cancelling(), flush=True)
-            import sys
-
-            sys.stdout.flush()
-
-        wd = asyncio.create_task(watchdog())
         await server.stop(running, app, grace_s=1)
-        wd.cancel()
-        print("stopped", [t for t in asyncio.all_tasks()], flush=True)
 
 
 @pytest_asyncio.fixture

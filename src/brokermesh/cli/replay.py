@@ -59,10 +59,16 @@ def main(args: argparse.Namespace) -> int:
     # Imported here so that `brokermesh --help` does not load the database stack.
     import asyncpg
 
+    from brokermesh.mesh.errors import MeshError
+
     try:
         return asyncio.run(_run(database_url(args), check=args.check))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
+        return 2
+    except MeshError as exc:
+        # A stream the fold refuses (gap, illegal transition): the rebuild rolled back whole.
+        print(f"replay refused, order_views unchanged: {exc}", file=sys.stderr)
         return 2
 
 

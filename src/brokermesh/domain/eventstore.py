@@ -48,6 +48,29 @@ WITH appended AS (
 SELECT pg_notify($9, '')
 """
 
+#: Opens a new order's stream and claims its (account, client order id) in
+#: one statement: one round trip and one commit on the hot path. On a
+#: repeated key nothing is written and ``claimed`` is false.
+_OPEN = """
+WITH claimed AS (
+    INSERT INTO order_requests (account_id, client_order_id, order_id)
+    VALUES ($10, $11, ($2::text[])[1]) ON CONFLICT DO NOTHING
+    RETURNING order_id
+), appended AS (
+    INSERT INTO order_events
+        (event_id, stream_id, stream_version, event_type, event_version, payload, prev_hash, hash)
+    SELECT e.* FROM unnest(
+        $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+        $8::bytea[]
+    ) AS e
+    WHERE EXISTS (SELECT FROM claimed)
+    RETURNING event_id, position
+), scheduled AS (
+    INSERT INTO outbox (event_id) SELECT event_id FROM appended ORDER BY position
+)
+SELECT EXISTS (SELECT FROM claimed) AS claimed, pg_notify($9, '')
+"""
+
 _READ_STREAM = """
 SELECT position, event_id, stream_id, stream_version, event_type, event_version, payload,
        prev_hash, hash
@@ -124,6 +147,38 @@ async def append(conn: Executor, head: StreamHead, events: Sequence[OrderEvent])
     writer got there first; the transaction is then unusable and must be
     rolled back by the caller.
     """
+    columns, new_head = _columns(head, events)
+    try:
+        await conn.execute(_APPEND, *columns, OUTBOX_CHANNEL)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "order_events_stream_version_key":
+            raise
+        raise ConcurrencyConflict(events[0].order_id, events[0].stream_version) from exc
+    return new_head
+
+
+async def open_stream(
+    conn: Executor | asyncpg.Pool,
+    events: Sequence[OrderEvent],
+    *,
+    account_id: str,
+    client_order_id: str,
+) -> StreamHead | None:
+    """Start a new order's stream with ``events``, claiming its idempotency key.
+
+    One statement, so it commits atomically without an explicit transaction.
+    Returns the new head, or None when (account_id, client_order_id) was
+    already claimed by another order, in which case nothing was written.
+    """
+    columns, new_head = _columns(StreamHead(), events)
+    row = await conn.fetchrow(_OPEN, *columns, OUTBOX_CHANNEL, account_id, client_order_id)
+    return new_head if row is not None and row["claimed"] else None
+
+
+def _columns(
+    head: StreamHead, events: Sequence[OrderEvent]
+) -> tuple[list[list[object]], StreamHead]:
+    """The insert's column arrays for ``events`` after ``head``, hashes chained."""
     columns: list[list[object]] = [[] for _ in range(8)]
     prev = head.hash
     for offset, event in enumerate(events, start=1):
@@ -132,6 +187,10 @@ async def append(conn: Executor, head: StreamHead, events: Sequence[OrderEvent])
                 f"event {event.event_type} has version {event.stream_version}, "
                 f"expected {head.version + offset}"
             )
+        # The database stores ids in canonical form and the audit hashes that
+        # form, so anything else would be recorded as a broken chain.
+        if event.event_id != str(uuid.UUID(event.event_id)):
+            raise ValueError(f"event id {event.event_id!r} is not a canonical lower-case UUID")
         payload = event.SerializeToString(deterministic=True)
         digest = chain_hash(
             prev,
@@ -155,14 +214,7 @@ async def append(conn: Executor, head: StreamHead, events: Sequence[OrderEvent])
         for column, value in zip(columns, row, strict=True):
             column.append(value)
         prev = digest
-
-    try:
-        await conn.execute(_APPEND, *columns, OUTBOX_CHANNEL)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != "order_events_stream_version_key":
-            raise
-        raise ConcurrencyConflict(events[0].order_id, events[0].stream_version) from exc
-    return StreamHead(head.version + len(events), prev)
+    return columns, StreamHead(head.version + len(events), prev)
 
 
 async def read_stream(conn: Executor | asyncpg.Pool, stream_id: str) -> list[StoredEvent]:

@@ -146,10 +146,10 @@ def up(options: UpOptions) -> int:
 
     pg = LocalPostgres(layout.postgres_dir, port=layout.postgres_port)
     nats = LocalNats(layout.nats_dir, port=layout.nats_port, monitor_port=layout.nats_monitor_port)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGTERM, _raise_system_exit)
     # A cluster that was already running belongs to someone else; leave it running.
     pg_was_running = pg.is_running()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _raise_system_exit)
     try:
         pg.start()
         nats.start()
@@ -222,8 +222,13 @@ def _run_services(
     if watcher.unhealthy:
         return 1
     code = manager.returncode
+    if code is None:
+        return 0
+    if code < 0:
+        # A service killed by a signal: report it the way a shell would.
+        return 128 - code
     # A service that exited by itself, even with 0, is a failed platform.
-    return 1 if code == 0 and not manager.signalled else (code or 0)
+    return 1 if code == 0 and not manager.signalled else code
 
 
 class _Manager(Manager):
