@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
@@ -137,6 +138,8 @@ def run(
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     """uvloop's runner where it is installed, asyncio's otherwise."""
+    if os.environ.get("BROKERMESH_EVENT_LOOP", "uvloop") == "asyncio":
+        return asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
