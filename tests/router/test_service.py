@@ -148,14 +148,14 @@ async def test_router_picks_the_venue_with_the_better_effective_price(harness: H
     by_price = await eventually(cheaper_xnas, _routed_to("XNAS"))
 
     assert by_fee is not None and by_fee.venue == "ARCA"
-    assert by_fee.reason.startswith("best effective price at ARCA: ask 10.02 + fee 0.0025")
+    assert by_fee.reason.startswith("best effective price at ARCA: ask 10.02 + fee 0.0028")
     assert by_price is not None and by_price.venue == "XNAS"
     assert [
         (c.venue, c.healthy, c.quoted_price, c.fee_per_share, c.effective_price)
         for c in by_price.candidates
     ] == [
         ("XNAS", True, "10.01", "0.0030", "10.0130"),
-        ("ARCA", True, "10.02", "0.0025", "10.0225"),
+        ("ARCA", True, "10.02", "0.0028", "10.0228"),
     ]
 
 
