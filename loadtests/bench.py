@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import sys
 import tempfile
@@ -97,8 +98,8 @@ def rest_operation(session: aiohttp.ClientSession, url: str, token: str) -> Oper
         body = rest_body(*next(specs), prefix="bench")
         try:
             async with session.post(url, json=body, headers=headers) as response:
-                await response.read()
-                OUTCOMES[str(response.status)] += 1
+                payload = await response.read()
+                OUTCOMES[outcome(response.status, payload)] += 1
                 return response.status in (200, 201)
         except Exception as exc:
             OUTCOMES[type(exc).__name__] += 1
@@ -107,7 +108,17 @@ def rest_operation(session: aiohttp.ClientSession, url: str, token: str) -> Oper
     return op
 
 
-#: HTTP status or exception name -> count, per phase of ours.
+def outcome(http_status: int, payload: bytes) -> str:
+    """``"201 ROUTED"``: the HTTP status and, when the body carries one, the order's state,
+    so a report shows how many orders went the whole way to a venue."""
+    try:
+        state = json.loads(payload).get("status")
+    except (ValueError, AttributeError):
+        state = None
+    return f"{http_status} {state}" if isinstance(state, str) else str(http_status)
+
+
+#: "HTTP status [order state]" or exception name -> count, per phase of ours.
 OUTCOMES: Counter[str] = Counter()
 SETTLE_S = 5.0
 

@@ -104,7 +104,7 @@ class GrpcOrderUser(User):
             side=SIDES[side],
             quantity=QUANTITY,
             order_type=common_pb2.ORDER_TYPE_LIMIT,
-            limit_price=f"{price:.2f}",
+            limit_price=str(price),
             time_in_force=common_pb2.TIME_IN_FORCE_DAY,
             advisor_id=ADVISOR,
             client_order_id=client_order_id("lt-grpc"),

@@ -1,5 +1,12 @@
-"""The blueprint order, varied so the venues keep liquidity: alternating BUY/SELL small
-limit orders at the reference price on liquid symbols ACC-987654 holds."""
+"""The blueprint order, varied so a long run stays tradable: alternating BUY/SELL small
+marketable limit orders on liquid symbols ACC-987654 holds.
+
+Each order crosses the spread by a few cents, well inside the risk price collar, so it
+fills at once against the venue's book. Buys and sells alternate per symbol, so cash and
+positions oscillate instead of draining: a run of any length keeps passing OMS
+validation (buying power, holdings) and concentration, and measures the whole pre-venue
+path rather than an early rejection.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,22 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 ACCOUNT = "ACC-987654"
 ADVISOR = "ADV-1207"
 #: Liquid symbols the account holds (AAPL 1500, MSFT 800, SPY 1200) at reference prices.
-SYMBOLS: tuple[tuple[str, float], ...] = (("AAPL", 189.50), ("MSFT", 415.20), ("SPY", 520.40))
+SYMBOLS: tuple[tuple[str, Decimal], ...] = (
+    ("AAPL", Decimal("189.50")),
+    ("MSFT", Decimal("415.20")),
+    ("SPY", Decimal("520.40")),
+)
 SIDES = ("BUY", "SELL")
 QUANTITY = 10
+#: How far past the reference price an order reaches: the venue simulators keep the best
+#: ask at or one tick under the reference and the spread at one to three ticks.
+CROSS = Decimal("0.05")
 
 
 def client_order_id(prefix: str = "lt") -> str:
@@ -22,21 +37,27 @@ def client_order_id(prefix: str = "lt") -> str:
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
 
 
-def order_specs() -> Iterator[tuple[str, str, float]]:
+def marketable_price(reference: Decimal, side: str) -> Decimal:
+    """A limit price that crosses the spread: above the reference to buy, below to sell."""
+    return reference + CROSS if side == "BUY" else reference - CROSS
+
+
+def order_specs() -> Iterator[tuple[str, str, Decimal]]:
     """(symbol, side, limit price) forever: each symbol BUY then SELL, round robin."""
-    for (symbol, price), side in itertools.cycle([(s, side) for s in SYMBOLS for side in SIDES]):
-        yield symbol, side, price
+    pairs = [(symbol, price, side) for symbol, price in SYMBOLS for side in SIDES]
+    for symbol, price, side in itertools.cycle(pairs):
+        yield symbol, side, marketable_price(price, side)
 
 
-def rest_body(symbol: str, side: str, price: float, prefix: str = "lt") -> dict[str, Any]:
-    """The JSON body of POST /v1/orders."""
+def rest_body(symbol: str, side: str, price: Decimal, prefix: str = "lt") -> dict[str, Any]:
+    """The JSON body of POST /v1/orders (the limit price as a decimal string)."""
     return {
         "account_id": ACCOUNT,
         "symbol": symbol,
         "side": side,
         "quantity": QUANTITY,
         "order_type": "LIMIT",
-        "limit_price": price,
+        "limit_price": str(price),
         "time_in_force": "DAY",
         "advisor_id": ADVISOR,
         "client_order_id": client_order_id(prefix),
