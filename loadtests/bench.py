@@ -31,10 +31,12 @@ from loadtests import baselines, metrics, report
 from loadtests.harness import (
     Endpoints,
     Platform,
+    cpu_by_label,
     cpu_delta,
     cpu_snapshot,
     mint_token,
     platform_processes,
+    process_label,
 )
 from loadtests.openloop import LoopResult, Operation, open_loop
 from loadtests.orders import order_specs, rest_body
@@ -141,8 +143,17 @@ async def bench_ours(
             await asyncio.sleep(SETTLE_S)  # let a previous overload drain
             OUTCOMES.clear()
             before = metrics.scrape(urls, NAMES)
+            tree = procs()
+            labels = {proc.pid: process_label(proc) for proc in tree}
+            cpu_before = cpu_snapshot(tree)
             figures = await measured(rate, duration, op, procs)
+            cpu_after = cpu_snapshot(tree)
             after = metrics.scrape(urls, NAMES)
+            per_op = 1000 / max(figures["ok"], 1)
+            figures["cpu_ms_per_op_by_process"] = {
+                label: cpu_s * per_op
+                for label, cpu_s in cpu_by_label(cpu_before, cpu_after, labels).items()
+            }
             figures["server"] = {
                 "segments": metrics.window(before, after, metrics.SEGMENT_METRIC, "segment"),
                 "http": metrics.window(before, after, metrics.HTTP_METRIC, "route"),
@@ -351,6 +362,26 @@ def breakdown_table(ours: dict[int, Any]) -> str:
     )
 
 
+def cpu_table(ours: dict[int, Any]) -> str:
+    """CPU milliseconds per accepted order, by platform process, heaviest first."""
+    rates = list(ours)
+    totals: dict[str, float] = {}
+    for fig in ours.values():
+        for label, ms in fig.get("cpu_ms_per_op_by_process", {}).items():
+            totals[label] = totals.get(label, 0.0) + ms
+    rows = [
+        (label, *(ours[r].get("cpu_ms_per_op_by_process", {}).get(label, 0.0) for r in rates))
+        for label in sorted(totals, key=totals.__getitem__, reverse=True)
+    ]
+    rows.append(
+        (
+            "all",
+            *(sum(ours[r].get("cpu_ms_per_op_by_process", {}).values()) for r in rates),
+        )
+    )
+    return report.md_table(["process", *(f"{r}/s" for r in rates)], rows)
+
+
 def hop_table(ours: dict[int, Any], echo: dict[int, Any]) -> str:
     rows = []
     for rate, fig in ours.items():
@@ -430,6 +461,8 @@ def render(args: argparse.Namespace, ours: dict[int, Any], base: dict[str, Any])
                 segment_table(ours),
                 "## Where the time goes (means, ms)",
                 breakdown_table(ours),
+                "## Where the CPU goes (ms per accepted order, by process)",
+                cpu_table(ours),
                 "## Per gRPC hop at P50 (ms): ours vs bare echo",
                 hop_table(ours, base["grpc_echo_chain"]),
                 "## Notes",

@@ -16,6 +16,7 @@ from brokermesh.platform.layout import HOST, Layout
 from brokermesh.services.registry import MANIFESTS
 
 READY_LINE = "platform is up"
+SERVICE_MODULE_PREFIX = "brokermesh.services."
 BIN = Path(sys.executable).parent
 
 
@@ -141,6 +142,34 @@ def cpu_snapshot(processes: list[psutil.Process]) -> dict[int, float]:
             continue
         snap[proc.pid] = times.user + times.system
     return snap
+
+
+def process_label(proc: psutil.Process) -> str:
+    """What a platform process is: the service's name for ``python -m
+    brokermesh.services.<name>``, ``supervisor`` for ``brokermesh up`` itself, otherwise
+    the executable's name (``nats-server``, ``postgres``)."""
+    try:
+        cmdline = proc.cmdline()
+        name = proc.name()
+    except psutil.Error:
+        return "gone"
+    for arg in cmdline:
+        if arg.startswith(SERVICE_MODULE_PREFIX):
+            return arg.removeprefix(SERVICE_MODULE_PREFIX).split(".")[0].replace("_", "-")
+    if any(Path(arg).name == "brokermesh" for arg in cmdline[:2]):
+        return "supervisor"
+    return name
+
+
+def cpu_by_label(
+    before: dict[int, float], after: dict[int, float], labels: dict[int, str]
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, summed per process label."""
+    out: dict[str, float] = {}
+    for pid, cpu in after.items():
+        label = labels.get(pid, "other")
+        out[label] = out.get(label, 0.0) + max(0.0, cpu - before.get(pid, 0.0))
+    return out
 
 
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
