@@ -180,7 +180,9 @@ def monitor_healthy(monitor_url: str, *, timeout_s: float = 1.0) -> bool:
 
 async def ensure_assets(url: str) -> dict[str, str]:
     """Connect to ``url``, ensure the JetStream assets, and disconnect."""
-    client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    # max_reconnect_attempts=0 would mean "retry forever" to nats-py, even on the first
+    # connect; one retry, then NoServersError.
+    client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)
     try:
         return await ensure_jetstream(client.jetstream())
     finally:
