@@ -148,6 +148,18 @@ def brokermesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
     return subprocess.run([BROKERMESH, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def verify_audit(platform: Platform) -> subprocess.CompletedProcess[str]:
+    """``brokermesh audit verify`` against the platform's store and its JetStream copies."""
+    return brokermesh(
+        "audit",
+        "verify",
+        "--database-url",
+        platform.dsn,
+        "--nats-url",
+        platform.layout.nats_url,
+    )
+
+
 def control(platform: Platform, action: str, reason: str) -> None:
     result = brokermesh(
         "control",
@@ -415,11 +427,12 @@ def test_replay_rebuilds_the_order_views_to_the_same_state(platform: Platform) -
 
 def test_audit_verify_passes_on_the_untouched_event_store(platform: Platform) -> None:
     # Act
-    result = brokermesh("audit", "verify", "--database-url", platform.dsn)
+    result = verify_audit(platform)
 
     # Assert
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hash chain intact" in result.stdout
+    assert "events checked against their copies on JetStream" in result.stdout
 
 
 @pytest.mark.asyncio
@@ -445,7 +458,7 @@ async def test_audit_verify_fails_naming_the_stream_after_an_event_is_edited_by_
             await conn.execute("ALTER TABLE order_events ENABLE TRIGGER order_events_append_only")
 
     # Act
-    result = brokermesh("audit", "verify", "--database-url", platform.dsn)
+    result = verify_audit(platform)
 
     # Assert
     assert result.returncode == 1, result.stdout + result.stderr

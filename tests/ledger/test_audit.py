@@ -8,11 +8,15 @@ from typing import Any
 
 import asyncpg
 import pytest
+from nats.js.client import JetStreamContext
 
 from brokermesh.cli import audit as audit_cli
-from brokermesh.domain import states
+from brokermesh.domain import audit, states
+from brokermesh.domain.eventstore import chain_hash
+from brokermesh.events.v1.order_events_pb2 import OrderEvent
+from brokermesh.services.ledger import anchors
 
-from .support import append_order, new_order
+from .support import append_order, drain, new_order
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,7 +38,8 @@ async def _second_event_position(conn: asyncpg.Connection, order_id: str) -> int
 
 async def _verify(dsn: str) -> int:
     # The command runs its own event loop, so it gets a thread of its own here.
-    return await asyncio.to_thread(audit_cli.main, argparse.Namespace(database_url=dsn))
+    args = argparse.Namespace(database_url=dsn, nats_url=None, chains_only=True)
+    return await asyncio.to_thread(audit_cli.main, args)
 
 
 @pytest.mark.asyncio
@@ -111,6 +116,22 @@ async def test_audit_verify_of_an_unreachable_database_exits_2(
     assert "audit verify failed" in capsys.readouterr().err
 
 
+@pytest.mark.asyncio
+async def test_audit_verify_without_its_nats_server_exits_2_and_offers_chains_only(
+    own_db: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(
+        database_url=own_db.app_dsn, nats_url="nats://127.0.0.1:1", chains_only=False
+    )
+
+    code = await asyncio.to_thread(audit_cli.main, args)
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot read the published events from NATS at nats://127.0.0.1:1" in err
+    assert "--chains-only" in err
+
+
 def test_audit_register_adds_audit_verify() -> None:
     parser = argparse.ArgumentParser()
     audit_cli.register(parser.add_subparsers())
@@ -119,3 +140,130 @@ def test_audit_register_adds_audit_verify() -> None:
 
     assert args.func is audit_cli.main
     assert args.database_url == "postgresql://x@h/db"
+    assert (args.nats_url, args.chains_only) == (None, False)
+
+
+# --- the published copies on JetStream as a second witness ------------------------------
+
+_LAST_ROW = """
+SELECT position, event_id::text AS event_id, stream_id, stream_version, event_type,
+       event_version, payload, prev_hash
+FROM order_events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1
+"""
+
+
+async def _copies_as_published(conn: asyncpg.Connection) -> dict[str, audit.PublishedCopy]:
+    """What the relay would have published of every event now in the store."""
+    rows = await conn.fetch(
+        "SELECT event_id::text, stream_id, stream_version, payload FROM order_events"
+    )
+    return {
+        row["event_id"]: audit.PublishedCopy(
+            row["stream_id"], row["stream_version"], audit.payload_digest(bytes(row["payload"]))
+        )
+        for row in rows
+    }
+
+
+async def _as_owner(own_db: Any, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Run ``statements`` as the owner with the append-only trigger off, as a forger would."""
+    owner = await asyncpg.connect(own_db.owner_dsn)
+    try:
+        await owner.execute(_DISABLE)
+        try:
+            for sql, params in statements:
+                await owner.execute(sql, *params)
+        finally:
+            await owner.execute(_ENABLE)
+    finally:
+        await owner.close()
+
+
+@pytest.mark.asyncio
+async def test_a_last_event_forged_with_its_hash_recomputed_is_caught_by_its_published_copy(
+    own_db: Any, own_conn: asyncpg.Connection
+) -> None:
+    # Arrange: the order's last event rewritten to a larger quantity, its hash recomputed.
+    order = new_order()
+    await append_order(own_conn, order, _PATH)
+    published = await _copies_as_published(own_conn)
+    row = await own_conn.fetchrow(_LAST_ROW, order.order_id)
+    forged = OrderEvent.FromString(bytes(row["payload"]))
+    forged.quantity += 900
+    payload = forged.SerializeToString()
+    new_hash = chain_hash(
+        bytes(row["prev_hash"]),
+        row["event_id"],
+        row["stream_id"],
+        row["stream_version"],
+        row["event_type"],
+        row["event_version"],
+        payload,
+    )
+    await _as_owner(
+        own_db,
+        (
+            "UPDATE order_events SET payload = $1, hash = $2 WHERE position = $3",
+            (payload, new_hash, row["position"]),
+        ),
+    )
+
+    # Act
+    chains_only = await audit.verify(own_conn)
+    against_copies = await audit.verify(own_conn, published)
+
+    # Assert: the chain alone cannot tell; the published copy can.
+    assert chains_only.ok
+    assert against_copies.anchored == len(_PATH)
+    assert against_copies.breaks == [
+        audit.Break(
+            order.order_id,
+            len(_PATH),
+            row["position"],
+            "payload differs from the copy published on JetStream",
+        )
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_deleted_last_event_is_caught_by_its_published_copy(
+    own_db: Any, own_conn: asyncpg.Connection
+) -> None:
+    order = new_order()
+    await append_order(own_conn, order, _PATH)
+    published = await _copies_as_published(own_conn)
+    row = await own_conn.fetchrow(_LAST_ROW, order.order_id)
+    await _as_owner(
+        own_db,
+        ("DELETE FROM outbox WHERE event_id = $1::uuid", (row["event_id"],)),
+        ("DELETE FROM order_events WHERE position = $1", (row["position"],)),
+    )
+
+    chains_only = await audit.verify(own_conn)
+    against_copies = await audit.verify(own_conn, published)
+
+    assert chains_only.ok
+    assert [(b.stream_id, b.stream_version, b.problem) for b in against_copies.breaks] == [
+        (
+            order.order_id,
+            len(_PATH),
+            f"event {row['event_id']} was published on JetStream but is missing from the store",
+        )
+    ]
+
+
+@pytest.mark.asyncio
+async def test_published_copies_reads_back_what_the_relay_published(
+    own_conn: asyncpg.Connection, js: JetStreamContext
+) -> None:
+    # Arrange: one order's events through the real relay onto JetStream.
+    order = new_order()
+    await append_order(own_conn, order, _PATH)
+    await drain(own_conn, js)
+    expected = await _copies_as_published(own_conn)
+
+    # Act
+    copies = await anchors.published_copies(js)
+
+    # Assert: other tests publish to the same server, so ours are a subset.
+    assert {event_id: copies.get(event_id) for event_id in expected} == expected

@@ -65,7 +65,7 @@ class Layout:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{HOST}:{self.nats_port}"
+        return nats_url_at(self.nats_port)
 
     @property
     def nats_monitor_url(self) -> str:
@@ -99,6 +99,11 @@ class Layout:
 def postgres_dsn(role: str, port: int, *, host: str = HOST, database: str = DATABASE) -> str:
     """A password-less DSN: the local cluster trusts loopback connections."""
     return f"postgresql://{role}@{host}:{port}/{database}"
+
+
+def nats_url_at(port: int) -> str:
+    """The client URL of a NATS server on loopback ``port``."""
+    return f"nats://{HOST}:{port}"
 
 
 def write_state(layout: Layout, services: list[str]) -> None:
