@@ -1,0 +1,1 @@
+"""Unit tests of the order domain, ``brokermesh.domain``."""

@@ -1,0 +1,300 @@
+"""The client factory: retries from the contracts, the call graph, budgets and ids downstream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from opentelemetry import trace
+
+from brokermesh.common.v1 import common_pb2
+from brokermesh.mesh import deadlines, errors
+from brokermesh.mesh.clients import ClientFactory, outgoing_metadata, service_config
+from brokermesh.mesh.logging import correlation_id_var
+from brokermesh.mesh.manifest import Plane, ServiceManifest
+from brokermesh.trading.v1 import order_entry_pb2, order_pb2, order_query_pb2, venue_pb2
+from brokermesh.trading.v1.order_query_pb2_grpc import OrderQueryServiceStub
+from brokermesh.trading.v1.venue_pb2_grpc import VenueGatewayServiceStub
+
+from .support import (
+    MANIFEST,
+    ORDER_ID,
+    QUERY,
+    VENUES,
+    WIRE_SLACK_S,
+    ProbeApp,
+    Served,
+    get_order,
+    serving,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+ENTRY = order_entry_pb2.DESCRIPTOR.services_by_name["OrderEntryService"].full_name
+CALLER = ServiceManifest(
+    name="caller", plane=Plane.DATA, grpc_port=0, serves=(QUERY, VENUES), calls=("probe",)
+)
+
+
+def _factory(served: Served, *, timeout_s: float = 1.0) -> ClientFactory:
+    return ClientFactory(
+        CALLER, {"probe": served.address}, timeout_s=timeout_s, serves={"probe": MANIFEST.serves}
+    )
+
+
+def _market_order() -> order_pb2.Order:
+    return order_pb2.Order(
+        order_id=ORDER_ID,
+        client_order_id="C-1",
+        account_id="ACC-1",
+        advisor_id="ADV-1",
+        symbol="AAPL",
+        side=common_pb2.SIDE_BUY,
+        quantity=10,
+        order_type=common_pb2.ORDER_TYPE_MARKET,
+        time_in_force=common_pb2.TIME_IN_FORCE_DAY,
+    )
+
+
+def _methods(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"][0]["method"]: entry for entry in config["methodConfig"]}
+
+
+@pytest_asyncio.fixture
+async def callee() -> AsyncIterator[tuple[ProbeApp, Served]]:
+    """The probe as the service being called, with a cap that never hides the caller's budget."""
+    app = ProbeApp()
+    async with serving(app, max_deadline_ms=60_000) as served:
+        yield app, served
+
+
+# -- service config --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "retried"),
+    [
+        (VENUES, "SendOrder", False),
+        (VENUES, "ListVenues", True),
+        (ENTRY, "SubmitOrder", True),
+        (QUERY, "GetOrder", True),
+    ],
+)
+def test_only_idempotent_or_side_effect_free_methods_get_a_retry_policy(
+    service: str, method: str, retried: bool
+) -> None:
+    entry = _methods(service_config((service,)))[method]
+
+    assert ("retryPolicy" in entry) is retried
+    if retried:
+        assert entry["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+
+
+def test_every_method_of_every_service_gets_an_entry_without_a_timeout() -> None:
+    config = service_config((QUERY, VENUES), max_attempts=5)
+
+    entries = config["methodConfig"]
+    assert [(e["name"][0]["service"], e["name"][0]["method"]) for e in entries] == [
+        (QUERY, "GetOrder"),
+        (QUERY, "ListOrders"),
+        (VENUES, "SendOrder"),
+        (VENUES, "ListVenues"),
+    ]
+    assert all("timeout" not in entry for entry in entries)
+    assert {e["retryPolicy"]["maxAttempts"] for e in entries if "retryPolicy" in e} == {5}
+
+
+# -- the call graph --------------------------------------------------------------------------
+
+
+def test_the_factory_refuses_a_callee_the_manifest_does_not_declare() -> None:
+    factory = ClientFactory(CALLER, {"ledger": "127.0.0.1:1"}, serves={"ledger": (QUERY,)})
+
+    with pytest.raises(errors.ConfigError, match="caller does not declare a call to ledger") as e:
+        factory.stub("ledger", OrderQueryServiceStub)
+
+    assert e.value.field == "calls"
+
+
+@pytest.mark.asyncio
+async def test_the_factory_shares_one_channel_per_callee_until_closed(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    factory = _factory(callee[1])
+
+    first = factory.channel("probe")
+    again = factory.channel("probe")
+    await factory.close()
+    reopened = factory.channel("probe")
+    await factory.close()
+
+    assert first is again
+    assert reopened is not first
+
+
+# -- retries on the wire ---------------------------------------------------------------------
+
+
+def _unavailable_once() -> Any:
+    calls = 0
+
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise errors.Unavailable("warming up")
+        return venue_pb2.ListVenuesResponse(venues=[venue_pb2.VenueStatus(venue="SIMX")])
+
+    return behaviour
+
+
+@pytest.mark.asyncio
+async def test_a_side_effect_free_call_is_retried_after_unavailable(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    app, served = callee
+    app.behaviours["ListVenues"] = _unavailable_once()
+    factory = _factory(served)
+
+    response = await factory.stub("probe", VenueGatewayServiceStub).ListVenues(
+        venue_pb2.ListVenuesRequest()
+    )
+    await factory.close()
+
+    assert [v.venue for v in response.venues] == ["SIMX"]
+    assert [seen.method for seen in app.seen] == ["ListVenues", "ListVenues"]
+
+
+@pytest.mark.asyncio
+async def test_a_call_with_side_effects_is_not_retried(callee: tuple[ProbeApp, Served]) -> None:
+    app, served = callee
+    app.behaviours["SendOrder"] = _unavailable_once()
+    factory = _factory(served)
+    request = venue_pb2.SendOrderRequest(order=_market_order(), venue="SIMX")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await factory.stub("probe", VenueGatewayServiceStub).SendOrder(request)
+    await factory.close()
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [seen.method for seen in app.seen] == ["SendOrder"]
+
+
+# -- budgets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call_timeout_s", [None, 30.0], ids=["no-timeout", "longer-timeout"])
+async def test_outside_a_request_a_call_gets_the_factory_ceiling(
+    callee: tuple[ProbeApp, Served], call_timeout_s: float | None
+) -> None:
+    app, served = callee
+    factory = _factory(served, timeout_s=0.5)
+
+    await factory.stub("probe", OrderQueryServiceStub).GetOrder(get_order(), timeout=call_timeout_s)
+    await factory.close()
+
+    budget = app.seen[0].time_remaining_s
+    assert budget is not None
+    assert 0.3 < budget <= 0.5 + WIRE_SLACK_S
+
+
+def _calling_probe(factory: ClientFactory, budgets: list[float | None]) -> Any:
+    """A caller handler that notes its own budget, then asks the probe for the same order."""
+
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        budgets.append(deadlines.remaining_s())
+        stub = factory.stub("probe", OrderQueryServiceStub)
+        return await stub.GetOrder(order_query_pb2.GetOrderRequest(order_id=request.order_id))
+
+    return behaviour
+
+
+async def _through_caller(
+    served: Served, *, max_deadline_ms: int = 2_000, **call: Any
+) -> tuple[list[float | None], Any]:
+    """Call the callee through a caller service built on the factory; returns the caller's
+    budgets and the caller's answer (or its error)."""
+    factory = _factory(served, timeout_s=10.0)
+    budgets: list[float | None] = []
+    caller = ProbeApp(GetOrder=_calling_probe(factory, budgets))
+    try:
+        async with serving(caller, manifest=CALLER, max_deadline_ms=max_deadline_ms) as front:
+            try:
+                return budgets, await front.query.GetOrder(get_order(), **call)
+            except grpc.aio.AioRpcError as exc:
+                return budgets, exc
+    finally:
+        await factory.close()
+
+
+@pytest.mark.asyncio
+async def test_a_downstream_call_gets_no_more_than_the_callers_remaining_budget(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    app, served = callee
+
+    budgets, _ = await _through_caller(served, max_deadline_ms=400)
+
+    caller_budget, callee_budget = budgets[0], app.seen[0].time_remaining_s
+    assert caller_budget is not None and callee_budget is not None
+    assert 0.0 < callee_budget <= caller_budget + WIRE_SLACK_S
+    assert caller_budget <= 0.4
+
+
+@pytest.mark.asyncio
+async def test_a_downstream_error_reaches_the_caller_with_its_status(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    app, served = callee
+
+    async def missing(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise errors.NotFound(f"no order {request.order_id}")
+
+    app.behaviours["GetOrder"] = missing
+
+    _, answer = await _through_caller(served, timeout=5)
+
+    assert isinstance(answer, grpc.aio.AioRpcError)
+    assert answer.code() == grpc.StatusCode.NOT_FOUND
+    assert answer.details() == f"no order {get_order().order_id}"
+
+
+# -- ids downstream --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_correlation_and_trace_ids_follow_the_call_downstream(
+    callee: tuple[ProbeApp, Served], tracing: None
+) -> None:
+    app, served = callee
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    await _through_caller(
+        served, timeout=5, metadata=(("x-correlation-id", "corr-42"), ("traceparent", traceparent))
+    )
+
+    assert app.seen[0].correlation_id == "corr-42"
+    assert app.seen[0].trace_id == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_outgoing_metadata_carries_extras_then_trace_context_then_the_correlation_id(
+    tracing: None,
+) -> None:
+    token = correlation_id_var.set("corr-9")
+    try:
+        with trace.get_tracer(__name__).start_as_current_span("outgoing"):
+            metadata = outgoing_metadata((("x-extra", "1"),))
+    finally:
+        correlation_id_var.reset(token)
+
+    keys = [key for key, _ in metadata]
+    assert keys == ["x-extra", "traceparent", "x-correlation-id"]
+    assert metadata[-1] == ("x-correlation-id", "corr-9")
+
+
+def test_outgoing_metadata_outside_a_request_has_no_correlation_id() -> None:
+    assert all(key != "x-correlation-id" for key, _ in outgoing_metadata())
