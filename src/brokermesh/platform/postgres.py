@@ -5,15 +5,16 @@ loopback interface (no passwords, no Unix socket). Deployments on Kubernetes
 use CloudNativePG, whose generated secrets carry the credentials instead.
 
 PostgreSQL refuses to run as root, so when this process is root every
-PostgreSQL program runs as the unprivileged ``postgres`` user, which then owns
-the data directory. The binaries come from the system installation
+PostgreSQL program runs as an unprivileged account (``postgres``, else
+``nobody``), which then owns the data directory. The binaries come from the system installation
 (``/usr/lib/postgresql/<version>/bin`` or ``pg_ctl`` on ``PATH``) and, where
 there is none, from the ``pgserver`` wheel, which bundles them.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -30,8 +31,8 @@ from brokermesh.platform.layout import DATABASE, HOST, OWNER_ROLE, POSTGRES_PORT
 
 _LOGGER = logging.getLogger(__name__)
 
-#: The unprivileged account PostgreSQL runs as when this process is root.
-SERVICE_USER = "postgres"
+#: Unprivileged accounts PostgreSQL runs as when this process is root, in order of preference.
+SERVICE_USERS = ("postgres", "nobody")
 #: Written into the data directory at every start, so a new port takes effect.
 SETTINGS_FILE = "brokermesh.conf"
 _SYSTEM_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -53,11 +54,12 @@ def find_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         return Path(on_path).resolve().parent
-    bundled = _pgserver_bin_dir()
+    bundled = bundled_bin_dir()
     if bundled is not None:
         return bundled
     raise PlatformError(
-        "no PostgreSQL binaries: install PostgreSQL (initdb, pg_ctl) or the pgserver package"
+        "no PostgreSQL binaries: install PostgreSQL (initdb, pg_ctl), or reinstall the "
+        "pinned dependencies (`make venv`), which bring pgserver's bundled copy"
     )
 
 
@@ -65,13 +67,13 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
-def _pgserver_bin_dir() -> Path | None:
-    """pgserver ships PostgreSQL inside its wheel; use those binaries when nothing else exists."""
-    try:
-        commands = importlib.import_module("pgserver._commands")
-    except ImportError:
+def bundled_bin_dir() -> Path | None:
+    """The PostgreSQL binaries inside the pgserver wheel (a pinned dependency), if present."""
+    # Located, not imported: importing pgserver sets up runtime directories we do not use.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    bin_dir = Path(commands.POSTGRES_BIN_PATH)
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     return bin_dir if (bin_dir / "pg_ctl").is_file() else None
 
 
@@ -320,16 +322,20 @@ class LocalPostgres:
 
 
 def _service_account() -> pwd.struct_passwd | None:
-    """The account to run PostgreSQL as: ``postgres`` when root, else None (ourselves)."""
+    """The account to run PostgreSQL as when this process is root, else None (ourselves).
+
+    ``postgres`` where the system has one, else ``nobody``: any unprivileged account will
+    do, since the account owns nothing but the platform's own data directory.
+    """
     if os.geteuid() != 0:
         return None
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError as exc:
-        raise PlatformError(
-            f"running as root, but there is no {SERVICE_USER!r} user to run PostgreSQL as; "
-            f"create one (useradd --system {SERVICE_USER}) or run as an ordinary user"
-        ) from exc
+    for name in SERVICE_USERS:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise PlatformError(
+        f"running as root, but none of the accounts {', '.join(SERVICE_USERS)} exists to run "
+        f"PostgreSQL as; create one (useradd --system postgres) or run as an ordinary user"
+    )
 
 
 def _make_traversable(directory: Path) -> None:
@@ -339,4 +345,4 @@ def _make_traversable(directory: Path) -> None:
         mode = current.stat().st_mode
         if not mode & stat.S_IXOTH:
             current.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-            _LOGGER.info("made %s traversable for the %s user", current, SERVICE_USER)
+            _LOGGER.info("made %s traversable for PostgreSQL's service account", current)
