@@ -3,7 +3,9 @@ user calling order entry directly.
 
 Configuration comes from the environment (``run_loadtest.py`` sets it):
 ``LOADTEST_TOKEN`` (bearer token), ``LOADTEST_GRPC`` (order-entry address),
-``LOADTEST_SAMPLES`` (CSV path for this process's own sub-millisecond timings).
+``LOADTEST_SAMPLES`` (CSV path for this process's own sub-millisecond timings) and
+``LOADTEST_USER_RATE`` (orders per second each user sends, paced by locust's
+``constant_throughput`` so the offered load is users x rate whatever the latency).
 Locust rounds response times to whole milliseconds, so every request is also timed with
 ``time.perf_counter`` and written to ``LOADTEST_SAMPLES`` when the test stops.
 """
@@ -20,7 +22,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import grpc  # noqa: E402
-from locust import FastHttpUser, User, between, events, task  # noqa: E402
+from locust import FastHttpUser, User, constant_throughput, events, task  # noqa: E402
 
 from brokermesh.common.v1 import common_pb2  # noqa: E402
 from brokermesh.trading.v1 import order_entry_pb2, order_entry_pb2_grpc  # noqa: E402
@@ -36,6 +38,8 @@ from loadtests.orders import (  # noqa: E402
 #: (kind, wall-clock start, latency seconds, ok) of every request this process sent.
 SAMPLES: list[tuple[str, float, float, int]] = []
 SIDES = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
+#: Orders per second each user offers; run_loadtest.py sets it from the target rate.
+USER_RATE = float(os.environ.get("LOADTEST_USER_RATE", "2"))
 
 
 def _record(kind: str, started: float, elapsed: float, ok: bool) -> None:
@@ -56,7 +60,7 @@ def _write_samples(**_: Any) -> None:
 class RestOrderUser(FastHttpUser):
     """POST /v1/orders with a bearer token; a unique client_order_id per request."""
 
-    wait_time = between(0.05, 0.15)
+    wait_time = constant_throughput(USER_RATE)
     weight = 3
 
     def on_start(self) -> None:
@@ -84,7 +88,7 @@ class RestOrderUser(FastHttpUser):
 class GrpcOrderUser(User):
     """SubmitOrder straight to order entry over gRPC (gevent-friendly channel)."""
 
-    wait_time = between(0.05, 0.15)
+    wait_time = constant_throughput(USER_RATE)
     weight = 1
 
     def on_start(self) -> None:

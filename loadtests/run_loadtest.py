@@ -6,7 +6,12 @@ server-side P95/P99 per segment (histogram interpolation). Locust's own figures 
 milliseconds, so the locustfile also records sub-millisecond client timings. Exits 1 when a
 budget is breached. ``--start-platform`` starts (and stops) ``brokermesh up`` itself.
 
-Usage: python -m loadtests.run_loadtest [--start-platform] [--users 20] [--duration 60]
+The offered load is fixed (``--rate`` orders per second over ``--users`` users, each paced
+by locust's ``constant_throughput``), so a slow platform shows up as latency, not as a
+politely lower request rate.
+
+Usage: python -m loadtests.run_loadtest [--start-platform] [--rate 100] [--users 40]
+[--duration 60]
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="platform data dir (default: a temporary dir with --start-platform)",
     )
     parser.add_argument("--start-platform", action="store_true")
-    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="orders per second offered, all users together"
+    )
     parser.add_argument("--spawn-rate", type=float, default=10.0)
     parser.add_argument("--duration", type=int, default=60, help="seconds")
     return parser.parse_args(argv)
@@ -56,6 +64,7 @@ def run_locust(endpoints: Endpoints, args: argparse.Namespace, stem: str) -> Pat
         LOADTEST_TOKEN=mint_token(endpoints),
         LOADTEST_GRPC=endpoints.grpc_address("order-entry"),
         LOADTEST_SAMPLES=str(samples),
+        LOADTEST_USER_RATE=str(args.rate / args.users),
     )
     cmd = [
         sys.executable,
@@ -137,7 +146,8 @@ def render(
     return (
         "\n\n".join(
             [
-                f"# Load test: {args.users} users, {args.duration} s",
+                f"# Load test: {args.rate:g} orders/s offered by {args.users} users, "
+                f"{args.duration} s",
                 "## Verdict against the blueprint (server-side, histogram interpolation)",
                 report.verdict_table(checks),
                 "## Server-side segments (ms)",
@@ -165,6 +175,7 @@ def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
     print(markdown)
     data = {
         "users": args.users,
+        "offered_rate": args.rate,
         "duration_s": args.duration,
         "server": server,
         "client": client,
