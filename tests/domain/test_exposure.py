@@ -615,3 +615,13 @@ def test_expire_keeps_a_hold_replaced_since_it_fell_due() -> None:
 def test_hold_ttl_must_be_positive() -> None:
     with pytest.raises(ValueError, match="hold_ttl_s must be positive"):
         ExposureBook(LAST_PRICES.get, market_markup=Decimal("0.05"), hold_ttl_s=0)
+
+
+def test_hold_of_a_market_order_ignores_a_stray_limit_price() -> None:
+    book = new_book()
+    order = decided("O1", limit_price="1.00")
+    order.order_type = common_pb2.ORDER_TYPE_MARKET
+
+    book.hold(order)
+
+    assert book.exposure(ACCOUNT, "AAPL").committed_cash == Decimal("21000.00")

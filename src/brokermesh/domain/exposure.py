@@ -266,7 +266,9 @@ class ExposureBook:
         claim = _Claim(account_id=order.account_id, symbol=order.symbol)
         basis: Decimal | None = None
         if is_buy:
-            basis = self.buy_basis(order.limit_price, order.symbol)
+            # Priced as the checks price it: only a limit order's limit counts.
+            limit = order.limit_price if order.order_type == common_pb2.ORDER_TYPE_LIMIT else ""
+            basis = self.buy_basis(limit, order.symbol)
             if basis is None:
                 raise ValueError(f"cannot hold buy {order_id}: no usable price for {order.symbol}")
             claim.cash = basis * order.quantity
