@@ -13,7 +13,8 @@ own events take over from the hold once they arrive. Holds live in this process'
 with several replicas, every call for one account must reach the same replica. Order entry
 sends the account id in the ``x-brokermesh-account`` metadata, and the mesh hashes it to
 pick the replica (account affinity); a call that reached another replica would not see
-the account's holds.
+the account's holds, which is why a call whose header names another account than
+its order's is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import grpc
 from nats.aio.client import Client as NatsClient
 
 from brokermesh.common.v1 import common_pb2
-from brokermesh.domain.exposure import ExposureBook
+from brokermesh.domain.exposure import ExposureBook, check_routing
 from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.config import ServiceSettings
@@ -240,6 +241,7 @@ class ValidationServicer(validation_pb2_grpc.OrderValidationServiceServicer):
         self, request: validation_pb2.ValidateOrderRequest, context: grpc.aio.ServicerContext
     ) -> validation_pb2.ValidateOrderResponse:
         order_id_var.set(request.order.order_id)
+        check_routing(context.invocation_metadata(), request.order.account_id)
         return self._app.validate(request.order)
 
 

@@ -34,6 +34,7 @@ from brokermesh.common.v1.common_pb2 import (
 )
 from brokermesh.domain import events as order_events
 from brokermesh.domain import eventstore, states
+from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.controls import ControlsWatcher
@@ -59,8 +60,6 @@ _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLATFORM = Actor(type=ACTOR_TYPE_SYSTEM, id="order-entry")
-#: gRPC metadata naming the order's account; the mesh routes OMS and risk calls on it.
-ACCOUNT_HEADER = "x-brokermesh-account"
 
 #: Business counters: where submissions end up, and which policies stop orders.
 ORDERS_BY_STATE = Counter(

@@ -19,7 +19,8 @@ concurrently still meets the cap. Holds live in this process's memory: with seve
 replicas, every call for one account must reach the same replica. Order entry sends the
 account id in the ``x-brokermesh-account`` metadata, and the mesh hashes it to pick the
 replica (account affinity); a call that reached another replica would not see the
-account's holds.
+account's holds, which is why a call whose header names another account than
+its order's is refused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from nats.aio.client import Client as NatsClient
 
 from brokermesh.common.v1 import common_pb2
 from brokermesh.control.v1 import control_pb2
-from brokermesh.domain.exposure import Exposure, ExposureBook
+from brokermesh.domain.exposure import Exposure, ExposureBook, check_routing
 from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.config import ServiceSettings
@@ -127,8 +128,7 @@ class RiskApp:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Read the books and the open orders once (retrying), then start the controls watch
-        and the feeds."""
+        """Read the books and open orders once (retrying), then start the controls and feeds."""
         settings = self._settings
         self._pool = await _retry(self._open_pool, "PostgreSQL", settings.startup_timeout_s)
         snapshot = await _retry(
@@ -303,6 +303,7 @@ class RiskServicer(risk_pb2_grpc.PreTradeRiskServiceServicer):
         self, request: risk_pb2.EvaluateOrderRequest, context: grpc.aio.ServicerContext
     ) -> risk_pb2.EvaluateOrderResponse:
         order_id_var.set(request.order.order_id)
+        check_routing(context.invocation_metadata(), request.order.account_id)
         return self._app.evaluate(request.order)
 
 

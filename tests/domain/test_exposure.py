@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 
 from brokermesh.common.v1 import common_pb2
-from brokermesh.domain.exposure import Exposure, ExposureBook
+from brokermesh.domain.exposure import ACCOUNT_HEADER, Exposure, ExposureBook, check_routing
 from brokermesh.events.v1 import order_events_pb2
+from brokermesh.mesh.errors import InvalidArgument
 from brokermesh.trading.v1 import order_pb2, order_query_pb2
 
 S = order_pb2
@@ -625,3 +626,18 @@ def test_hold_of_a_market_order_ignores_a_stray_limit_price() -> None:
     book.hold(order)
 
     assert book.exposure(ACCOUNT, "AAPL").committed_cash == Decimal("21000.00")
+
+
+# Account affinity
+
+
+def test_call_routed_on_another_account_is_refused_naming_both() -> None:
+    metadata = [("traceparent", "00-x"), (ACCOUNT_HEADER, "ACC-2")]
+
+    with pytest.raises(InvalidArgument) as caught:
+        check_routing(metadata, ACCOUNT)
+
+    assert caught.value.message == (
+        "x-brokermesh-account 'ACC-2' does not match the order's account ACC-1"
+    )
+    assert caught.value.field == ACCOUNT_HEADER

@@ -54,6 +54,7 @@ from typing import TypeVar
 
 from brokermesh.common.v1 import common_pb2
 from brokermesh.events.v1 import order_events_pb2
+from brokermesh.mesh.errors import InvalidArgument
 from brokermesh.trading.v1 import order_pb2, order_query_pb2
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ TERMINAL_STATES = frozenset(
 
 _N = TypeVar("_N", int, Decimal)
 
+#: gRPC metadata naming the account a decision is for. Holds live in one replica's memory,
+#: so the mesh routes every decision for an account to one replica by hashing this value.
+ACCOUNT_HEADER = "x-brokermesh-account"
+
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _NO_POSITIONS: Mapping[str, int] = MappingProxyType({})
@@ -87,6 +92,21 @@ def parse_price(text: str) -> Decimal | None:
     except InvalidOperation:
         return None
     return value if value.is_finite() else None
+
+
+def check_routing(metadata: Iterable[tuple[str, str | bytes]] | None, account_id: str) -> None:
+    """Refuse a decision routed on another account than its order's.
+
+    The replica was chosen by :data:`ACCOUNT_HEADER`; one named after another account may
+    not hold this account's holds, so deciding there could pass what the right replica
+    would refuse. A call without the header is served as it is.
+    """
+    for key, value in metadata or ():
+        if key == ACCOUNT_HEADER and value != account_id:
+            raise InvalidArgument(
+                f"{ACCOUNT_HEADER} {value!r} does not match the order's account {account_id}",
+                field=ACCOUNT_HEADER,
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
