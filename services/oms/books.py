@@ -11,16 +11,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from brokermesh.domain.orderfeed import read_order_views
 from brokermesh.services.oms.checks import Account, ReferenceData, Security
 from brokermesh.trading.v1 import order_query_pb2
-
-#: Errors that mean "PostgreSQL is not answering right now", as opposed to a bug.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,13 +33,11 @@ async def read_books(pool: asyncpg.Pool, *, timeout_s: float) -> ReferenceData:
 
 
 async def read_snapshot(pool: asyncpg.Pool, *, timeout_s: float) -> Snapshot:
-    """The books and every order view at one instant; the ledger starts from it."""
+    """The books and every order view at one instant; the exposure book starts from it."""
     async with pool.acquire(timeout=timeout_s) as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             books = await _books(conn, timeout_s)
-            as_of = await conn.fetchval("SELECT now()", timeout=timeout_s)
-            rows = await conn.fetch("SELECT view FROM order_views", timeout=timeout_s)
-    orders = tuple(order_query_pb2.OrderView.FromString(row["view"]) for row in rows)
+            orders, as_of = await read_order_views(conn, timeout_s=timeout_s)
     return Snapshot(books=books, orders=orders, as_of=as_of)
 
 

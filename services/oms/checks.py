@@ -3,7 +3,8 @@ exposure.
 
 Every check runs for every order, in a fixed order, so an advisor sees all the reasons an
 order fails at once rather than one per attempt. Nothing here does I/O or reads a clock:
-the service hands in a snapshot of the books and the ledger's view of open orders.
+the service hands in a snapshot of the books and its exposure book's view of the account's
+holds, open orders and fills.
 
 Checks, in order: ``account_status``, ``trading_permissions``, ``symbol_eligibility``,
 ``restricted_list``, ``order_type_sanity``, ``buying_power``.
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.domain.exposure import Exposure, parse_price
 from brokermesh.trading.v1 import order_pb2
 
 BUY = common_pb2.SIDE_BUY
@@ -71,23 +73,6 @@ class ReferenceData:
     firm_restrictions: Mapping[str, str] = field(default_factory=dict)
     #: Reason a symbol is restricted for one account, by (account_id, symbol).
     account_restrictions: Mapping[tuple[str, str], str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Exposure:
-    """What the account's open orders and today's fills change about its books."""
-
-    #: Cash reserved by open buy orders.
-    committed_cash: Decimal = Decimal(0)
-    #: Shares of the order's symbol reserved by open sell orders.
-    committed_shares: int = 0
-    #: Cash spent by buy fills not yet reflected in the books (negative or zero).
-    cash_delta: Decimal = Decimal(0)
-    #: Shares of the order's symbol bought minus sold by fills not yet in the books.
-    position_delta: int = 0
-
-
-NO_EXPOSURE = Exposure()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +211,6 @@ def check_buying_power(
     if price is None:
         return Verdict(name, False, f"cannot price the order: no usable price for {order.symbol}")
     return _check_cash(order, account, exposure, price)
-
-
-def parse_price(text: str) -> Decimal | None:
-    """A decimal price string as a finite Decimal, or None when it is not one."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
 
 
 def money(value: Decimal) -> str:

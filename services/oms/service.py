@@ -2,10 +2,19 @@
 
 Nothing on the request path touches the network. The books come from PostgreSQL at start
 (which must succeed once) and are re-read in the background every few seconds; the
-commitments of open orders come from the order events on JetStream (see
-:mod:`brokermesh.services.oms.ledger`); last prices come from venue quotes on core NATS.
-When PostgreSQL or NATS go away after start, the service keeps answering from the last
-state it had and catches up when they return.
+account's exposure comes from an :class:`~brokermesh.domain.exposure.ExposureBook` kept from
+the order events on JetStream (see :mod:`brokermesh.domain.orderfeed`); last prices come
+from venue quotes on core NATS. When PostgreSQL or NATS go away after start, the service
+keeps answering from the last state it had and catches up when they return.
+
+A passing order gets a provisional hold (cash for a buy, shares for a sell) in the same
+synchronous step as its checks, so the next validation, however soon, sees it; the order's
+own events take over from the hold once they arrive. Holds live in this process's memory:
+with several replicas, every call for one account must reach the same replica. Order entry
+sends the account id in the ``x-brokermesh-account`` metadata, and the mesh hashes it to
+pick the replica (account affinity); a call that reached another replica would not see
+the account's holds, which is why a call whose header names another account than
+its order's is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +33,14 @@ import grpc
 from nats.aio.client import Client as NatsClient
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.domain.exposure import ExposureBook, check_routing
+from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
-from brokermesh.services.oms import checks, feeds
-from brokermesh.services.oms.books import DATABASE_ERRORS, read_books, read_snapshot
-from brokermesh.services.oms.ledger import CommitmentLedger
+from brokermesh.services.oms import checks
+from brokermesh.services.oms.books import read_books, read_snapshot
 from brokermesh.trading.v1 import order_pb2, validation_pb2, validation_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
@@ -65,6 +75,11 @@ class OmsSettings(ServiceSettings):
     nats_retry_s: float = 2.0
     #: How long finished orders are remembered to recognise late duplicate events.
     finished_retention_s: float = 600.0
+    #: Seconds of live, caught-up order feed after which a hold whose order never showed
+    #: up may expire (and then only if the event store confirms nothing of it is on the way).
+    hold_ttl_s: float = 30.0
+    #: Seconds between checks of the order feed's health and of due holds.
+    feed_check_interval_s: float = 1.0
 
 
 class OmsApp:
@@ -74,11 +89,21 @@ class OmsApp:
         self._settings = settings
         self._markup = Decimal(settings.market_markup_bps) / _BPS
         self._books = checks.ReferenceData()
-        self._prices = feeds.LastPrices()
-        self._ledger = CommitmentLedger(
+        self._prices = LastPrices()
+        self._exposure = ExposureBook(
             self.price_of,
             market_markup=self._markup,
+            hold_ttl_s=settings.hold_ttl_s,
             terminal_retention_s=settings.finished_retention_s,
+        )
+        self._feed = ExposureFeed(
+            self._exposure,
+            stream=settings.orders_stream,
+            subject=settings.orders_subject,
+            retry_s=settings.nats_retry_s,
+            hold_ttl_s=settings.hold_ttl_s,
+            check_interval_s=settings.feed_check_interval_s,
+            database_timeout_s=settings.database_timeout_s,
         )
         self._pool: asyncpg.Pool | None = None
         self._nats: NatsClient | None = None
@@ -95,18 +120,19 @@ class OmsApp:
         )
         self._books = snapshot.books
         for view in snapshot.orders:
-            self._ledger.load_view(view)
+            self._exposure.load_view(view)
         _LOGGER.info(
             "loaded %d accounts, %d securities, %d open orders",
             len(snapshot.books.accounts),
             len(snapshot.books.securities),
-            self._ledger.open_orders,
+            self._exposure.open_orders,
         )
 
         since = snapshot.as_of - datetime.timedelta(seconds=settings.replay_margin_s)
         self._tasks = [
             _spawn(self._refresh_books(), "oms-books-refresh"),
             _spawn(self._follow_nats(since), "oms-nats-feeds"),
+            _spawn(self._feed.watch(self._require_pool()), "oms-holds-watch"),
         ]
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -135,15 +161,26 @@ class OmsApp:
         return None if security is None else security.reference_price
 
     def validate(self, order: order_pb2.Order) -> validation_pb2.ValidateOrderResponse:
-        """Run every check on ``order`` against the current in-memory state."""
+        """Run every check on ``order`` and hold what a passing order needs, in one step.
+
+        Idempotent per order id: the order's own earlier hold is left out of the check and
+        replaced by the new one, and a refusal drops it. Never awaits, so no other request
+        runs between the check and the hold.
+        """
         verdicts = checks.validate(
             order,
             self._books,
-            self._ledger.exposure(order.account_id, order.symbol),
+            self._exposure.exposure(order.account_id, order.symbol, excluding=order.order_id),
             self.price_of(order.symbol),
             market_markup=self._markup,
         )
-        response = validation_pb2.ValidateOrderResponse(passed=all(v.passed for v in verdicts))
+        passed = all(v.passed for v in verdicts)
+        if passed:
+            self._exposure.hold(order)
+        else:
+            self._exposure.release(order.order_id)
+
+        response = validation_pb2.ValidateOrderResponse(passed=passed)
         for verdict in verdicts:
             response.decisions.add(
                 policy=verdict.policy,
@@ -171,7 +208,6 @@ class OmsApp:
         failing = False
         while True:
             await asyncio.sleep(settings.refresh_interval_s)
-            self._ledger.prune()
             try:
                 books = await read_books(
                     self._require_pool(), timeout_s=settings.database_timeout_s
@@ -192,14 +228,7 @@ class OmsApp:
         self._nats = NatsClient()
         await mesh_controls.connect(self._nats, settings.nats_url, name="oms")
         await self._nats.subscribe(settings.quotes_subject, cb=self._prices.on_message)
-        await feeds.follow_orders(
-            self._nats.jetstream(),
-            feeds.OrderEventHandler(self._ledger.apply),
-            stream=settings.orders_stream,
-            subject=settings.orders_subject,
-            since=since,
-            retry_s=settings.nats_retry_s,
-        )
+        await self._feed.follow(self._nats, since)
 
 
 class ValidationServicer(validation_pb2_grpc.OrderValidationServiceServicer):
@@ -212,6 +241,7 @@ class ValidationServicer(validation_pb2_grpc.OrderValidationServiceServicer):
         self, request: validation_pb2.ValidateOrderRequest, context: grpc.aio.ServicerContext
     ) -> validation_pb2.ValidateOrderResponse:
         order_id_var.set(request.order.order_id)
+        check_routing(context.invocation_metadata(), request.order.account_id)
         return self._app.validate(request.order)
 
 

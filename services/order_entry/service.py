@@ -1,7 +1,8 @@
 """Order entry: accepts an order and drives it through validation, risk, routing and the venue.
 
 The service owns each order's stream until the order reaches a venue. It
-asks OMS validation and pre-trade risk at once (both are side-effect free),
+asks OMS validation and pre-trade risk at once (both idempotent; the holds
+they place are released by the refusal events recorded here),
 then the router, then records every state change so far in one statement
 that also claims the idempotency key (one round trip, one fsync),
 and only then hands the order to the venue gateway: an order is never at a
@@ -33,6 +34,7 @@ from brokermesh.common.v1.common_pb2 import (
 )
 from brokermesh.domain import events as order_events
 from brokermesh.domain import eventstore, states
+from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.controls import ControlsWatcher
@@ -164,17 +166,25 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             )
             return ""
 
-        # Validation and risk are both side-effect free, so they run at once;
-        # their verdicts are still applied (and recorded) in the lifecycle's
-        # order, and risk's is discarded when validation refuses the order.
+        # Validation and risk run at once: a hold either places for an order the
+        # other refuses is released by the REJECTED or BLOCKED event recorded
+        # below. Their verdicts are still applied (and recorded) in the
+        # lifecycle's order, and risk's is discarded when validation refuses.
+        # Both keep an account's holds in one replica's memory, so every call
+        # names the account for the mesh to route on.
+        account = ((ACCOUNT_HEADER, trail.order.account_id),)
         validation, risk = await asyncio.gather(
             _timed(
                 "oms_validation",
-                self._oms.ValidateOrder(validation_pb2.ValidateOrderRequest(order=trail.order)),
+                self._oms.ValidateOrder(
+                    validation_pb2.ValidateOrderRequest(order=trail.order), metadata=account
+                ),
             ),
             _timed(
                 "pre_trade_risk",
-                self._risk.EvaluateOrder(risk_pb2.EvaluateOrderRequest(order=trail.order)),
+                self._risk.EvaluateOrder(
+                    risk_pb2.EvaluateOrderRequest(order=trail.order), metadata=account
+                ),
             ),
         )
         if not validation.passed:

@@ -1,4 +1,5 @@
-"""The risk service's copy of the books: limits, cash, positions and reference prices.
+"""The risk service's copy of the books (limits, cash, positions and reference prices) and
+the open-order snapshot its exposure book starts from.
 
 Read from PostgreSQL in one read-only REPEATABLE READ transaction, so a refresh never mixes
 two instants, and replaced whole on each refresh.
@@ -6,21 +7,16 @@ two instants, and replaced whole on each refresh.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
 
+from brokermesh.domain.orderfeed import read_order_views
 from brokermesh.services.risk.policies import Limits
-
-#: Errors that mean "PostgreSQL is not answering right now", as opposed to a bug.
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
+from brokermesh.trading.v1 import order_query_pb2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,22 +37,44 @@ class RiskBooks:
         return self.account_limits.get(account_id, self.default_limits)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """The books plus every order of the read model, as of one database instant."""
+
+    books: RiskBooks
+    orders: tuple[order_query_pb2.OrderView, ...]
+    as_of: datetime.datetime
+
+
 async def read_books(pool: asyncpg.Pool, *, timeout_s: float) -> RiskBooks:
     """Read limits, cash, positions and reference prices at one instant."""
     async with pool.acquire(timeout=timeout_s) as conn:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            limits = await conn.fetch(
-                "SELECT account_id, max_order_notional, max_order_quantity, price_collar_bps,"
-                " max_concentration_bps FROM risk_limits",
-                timeout=timeout_s,
-            )
-            accounts = await conn.fetch("SELECT account_id, cash FROM accounts", timeout=timeout_s)
-            positions = await conn.fetch(
-                "SELECT account_id, symbol, quantity FROM positions", timeout=timeout_s
-            )
-            securities = await conn.fetch(
-                "SELECT symbol, reference_price FROM securities", timeout=timeout_s
-            )
+            return await _books(conn, timeout_s)
+
+
+async def read_snapshot(pool: asyncpg.Pool, *, timeout_s: float) -> Snapshot:
+    """The books and every order view at one instant; the exposure book starts from it."""
+    async with pool.acquire(timeout=timeout_s) as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            books = await _books(conn, timeout_s)
+            orders, as_of = await read_order_views(conn, timeout_s=timeout_s)
+    return Snapshot(books=books, orders=orders, as_of=as_of)
+
+
+async def _books(conn: asyncpg.pool.PoolConnectionProxy, timeout_s: float) -> RiskBooks:
+    limits = await conn.fetch(
+        "SELECT account_id, max_order_notional, max_order_quantity, price_collar_bps,"
+        " max_concentration_bps FROM risk_limits",
+        timeout=timeout_s,
+    )
+    accounts = await conn.fetch("SELECT account_id, cash FROM accounts", timeout=timeout_s)
+    positions = await conn.fetch(
+        "SELECT account_id, symbol, quantity FROM positions", timeout=timeout_s
+    )
+    securities = await conn.fetch(
+        "SELECT symbol, reference_price FROM securities", timeout=timeout_s
+    )
 
     by_account: dict[str, dict[str, int]] = {}
     for row in positions:

@@ -39,7 +39,8 @@ VARIABLES: Mapping[str, Any] = {
     "price": cel.Type.INT,
     "limit_price": cel.Type.INT,
     "last_price": cel.Type.INT,
-    # Market value of the account's current holding of the symbol, and of the account.
+    # Value of the account's holding of the symbol (books and today's fills at the last
+    # price, plus its open buy orders and holds at their basis), and of the whole account.
     "position_value": cel.Type.INT,
     "total_value": cel.Type.INT,
     "max_order_notional": cel.Type.INT,
@@ -143,7 +144,9 @@ class OrderFacts:
     last_price: Decimal | None
     #: Per-share price of the notional: the limit, or the last price plus a markup.
     price: Decimal | None
+    #: The symbol as held (books and today's fills) plus what open buys and holds would add.
     position_value: Decimal
+    #: Cash (after today's fills) plus the market value of every holding.
     total_value: Decimal
 
 

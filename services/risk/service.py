@@ -1,21 +1,33 @@
-"""The pre-trade risk service: EvaluateOrder against limits, books and prices in memory.
+"""The pre-trade risk service: EvaluateOrder against limits, books, exposure and prices in
+memory.
 
 The request path reads memory only. Limits, cash, positions and reference prices come from
-PostgreSQL at start (one read must succeed) and are re-read in the background; last prices
-come from venue quotes on core NATS; the degradation mode comes from the control plane
-through :class:`~brokermesh.mesh.controls.ControlsWatcher`. In REDUCED and EMERGENCY mode
-the conservative defaults apply: max notional, max quantity and the price collar are
-halved, and the reasons say so. When PostgreSQL or NATS go away after start, the service
-keeps answering from the last state it had.
+PostgreSQL at start (one read must succeed) and are re-read in the background; the
+account's open orders, holds and today's fills come from an
+:class:`~brokermesh.domain.exposure.ExposureBook` kept from the order events on JetStream
+(see :mod:`brokermesh.domain.orderfeed`); last prices come from venue quotes on core NATS;
+the degradation mode comes from the control plane through
+:class:`~brokermesh.mesh.controls.ControlsWatcher`. In REDUCED and EMERGENCY mode the
+conservative defaults apply: max notional, max quantity and the price collar are halved,
+and the reasons say so. When PostgreSQL or NATS go away after start, the service keeps
+answering from the last state it had.
 
-Not yet in the picture: open orders and today's fills (the OMS ledger holds those); the
-concentration policy values the books as PostgreSQL has them.
+Concentration values the symbol as the books hold it, plus today's fills, plus what the
+account's open buy orders and provisional holds would add. An approved buy gets its hold
+in the same synchronous step as its evaluation, so a large buy split into small ones
+concurrently still meets the cap. Holds live in this process's memory: with several
+replicas, every call for one account must reach the same replica. Order entry sends the
+account id in the ``x-brokermesh-account`` metadata, and the mesh hashes it to pick the
+replica (account affinity); a call that reached another replica would not see the
+account's holds, which is why a call whose header names another account than
+its order's is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -24,19 +36,19 @@ from typing import Any, TypeVar
 
 import asyncpg
 import grpc
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from brokermesh.common.v1 import common_pb2
 from brokermesh.control.v1 import control_pb2
+from brokermesh.domain.exposure import Exposure, ExposureBook, check_routing
+from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
-from brokermesh.services.risk.books import DATABASE_ERRORS, RiskBooks, read_books
+from brokermesh.services.risk.books import RiskBooks, read_books, read_snapshot
 from brokermesh.services.risk.policies import RULES, OrderFacts, PolicySet, Verdict
-from brokermesh.trading.v1 import market_data_pb2, order_pb2, risk_pb2, risk_pb2_grpc
+from brokermesh.trading.v1 import order_pb2, risk_pb2, risk_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,29 +79,20 @@ class RiskSettings(ServiceSettings):
     market_markup_bps: int = 500
     #: Venue quotes on core NATS; their last_price is the price the policies use.
     quotes_subject: str = "marketdata.quotes.>"
-
-
-class LastPrices:
-    """The freshest last price per symbol, whichever venue reported it."""
-
-    def __init__(self) -> None:
-        self._prices: dict[str, Decimal] = {}
-
-    def get(self, symbol: str) -> Decimal | None:
-        """The last price of ``symbol``, or None before its first quote."""
-        return self._prices.get(symbol)
-
-    async def on_message(self, msg: Msg) -> None:
-        """NATS callback for venue quotes; malformed ones are skipped."""
-        quote = market_data_pb2.Quote()
-        try:
-            quote.ParseFromString(msg.data)
-            price = Decimal(quote.last_price) if quote.last_price else None
-        except (DecodeError, InvalidOperation):
-            _LOGGER.warning("unusable quote on %s", msg.subject)
-            return
-        if price is not None and price.is_finite() and price > 0 and quote.symbol:
-            self._prices[quote.symbol] = price
+    #: JetStream stream carrying the order events, and the subjects followed in it.
+    orders_stream: str = "ORDERS"
+    orders_subject: str = "trading.orders.>"
+    #: How far before the start-up snapshot the order events are replayed.
+    replay_margin_s: float = 60.0
+    #: Seconds between attempts to reach NATS or the stream when they are missing.
+    nats_retry_s: float = 2.0
+    #: How long finished orders are remembered to recognise late duplicate events.
+    finished_retention_s: float = 600.0
+    #: Seconds of live, caught-up order feed after which a hold whose order never showed
+    #: up may expire (and then only if the event store confirms nothing of it is on the way).
+    hold_ttl_s: float = 30.0
+    #: Seconds between checks of the order feed's health and of due holds.
+    feed_check_interval_s: float = 1.0
 
 
 class RiskApp:
@@ -97,10 +100,26 @@ class RiskApp:
 
     def __init__(self, settings: RiskSettings) -> None:
         self._settings = settings
-        self._markup = 1 + Decimal(settings.market_markup_bps) / _BPS
+        markup = Decimal(settings.market_markup_bps) / _BPS
+        self._markup = 1 + markup
         self._policies = PolicySet()
         self._books = RiskBooks()
         self._prices = LastPrices()
+        self._exposure = ExposureBook(
+            lambda symbol: self._price_of(symbol, self._books),
+            market_markup=markup,
+            hold_ttl_s=settings.hold_ttl_s,
+            terminal_retention_s=settings.finished_retention_s,
+        )
+        self._feed = ExposureFeed(
+            self._exposure,
+            stream=settings.orders_stream,
+            subject=settings.orders_subject,
+            retry_s=settings.nats_retry_s,
+            hold_ttl_s=settings.hold_ttl_s,
+            check_interval_s=settings.feed_check_interval_s,
+            database_timeout_s=settings.database_timeout_s,
+        )
         self._controls = mesh_controls.ControlsWatcher(
             settings.nats_url, data_dir=settings.data_dir, service="risk"
         )
@@ -109,26 +128,32 @@ class RiskApp:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Read the books once (retrying), then start the controls watch and the feeds."""
+        """Read the books and open orders once (retrying), then start the controls and feeds."""
         settings = self._settings
         self._pool = await _retry(self._open_pool, "PostgreSQL", settings.startup_timeout_s)
-        self._books = await _retry(
-            lambda: read_books(self._require_pool(), timeout_s=settings.database_timeout_s),
+        snapshot = await _retry(
+            lambda: read_snapshot(self._require_pool(), timeout_s=settings.database_timeout_s),
             "the books",
             settings.startup_timeout_s,
         )
+        self._books = snapshot.books
+        for view in snapshot.orders:
+            self._exposure.load_view(view)
         if self._books.default_limits is None:
             _LOGGER.warning("no firm default risk limits: accounts without their own are refused")
         _LOGGER.info(
-            "loaded limits for %d accounts, %d reference prices",
+            "loaded limits for %d accounts, %d reference prices, %d open orders",
             len(self._books.account_limits),
             len(self._books.reference_prices),
+            self._exposure.open_orders,
         )
 
         await self._controls.start()
+        since = snapshot.as_of - datetime.timedelta(seconds=settings.replay_margin_s)
         self._tasks = [
             _spawn(self._refresh_books(), "risk-books-refresh"),
-            _spawn(self._follow_quotes(), "risk-quotes"),
+            _spawn(self._follow_nats(since), "risk-nats-feeds"),
+            _spawn(self._feed.watch(self._require_pool()), "risk-holds-watch"),
         ]
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -148,7 +173,20 @@ class RiskApp:
             await self._pool.close()
 
     def evaluate(self, order: order_pb2.Order) -> risk_pb2.EvaluateOrderResponse:
-        """Evaluate every policy for ``order`` against the current in-memory state."""
+        """Evaluate every policy for ``order`` and hold an approved buy, in one step.
+
+        Idempotent per order id: the order's own earlier hold is left out of the evaluation
+        and replaced by the new one, and a refusal drops it. Never awaits, so no other
+        request runs between the evaluation and the hold.
+        """
+        response = self._decide(order)
+        if response.approved and order.side == common_pb2.SIDE_BUY:
+            self._exposure.hold(order)
+        else:
+            self._exposure.release(order.order_id)
+        return response
+
+    def _decide(self, order: order_pb2.Order) -> risk_pb2.EvaluateOrderResponse:
         books = self._books
         limits = books.limits_for(order.account_id)
         if limits is None:
@@ -174,8 +212,14 @@ class RiskApp:
         else:
             price = None if last is None else last * self._markup
 
-        holdings = books.positions.get(order.account_id, _NO_HOLDINGS)
-        position_value = _ZERO if last is None else last * holdings.get(order.symbol, 0)
+        account_id = order.account_id
+        exposure = self._exposure.exposure(account_id, order.symbol, excluding=order.order_id)
+        holdings = _holdings(
+            books.positions.get(account_id, _NO_HOLDINGS),
+            self._exposure.position_deltas(account_id),
+        )
+        # The symbol as held after today's fills, plus what open buys and holds would add.
+        held_value = _ZERO if last is None else last * holdings.get(order.symbol, 0)
         return OrderFacts(
             symbol=order.symbol,
             quantity=order.quantity,
@@ -183,10 +227,16 @@ class RiskApp:
             limit_price=limit_price,
             last_price=last,
             price=price,
-            position_value=position_value,
-            total_value=books.cash.get(order.account_id, _ZERO)
+            position_value=held_value + exposure.symbol_committed_cash,
+            total_value=self._cash(books, account_id, exposure)
             + self._holdings_value(holdings, books),
         )
+
+    @staticmethod
+    def _cash(books: RiskBooks, account_id: str, exposure: Exposure) -> Decimal:
+        # Cash committed to open buys is still the account's; spent cash and unsettled sale
+        # proceeds are what today's fills changed.
+        return books.cash.get(account_id, _ZERO) + exposure.cash_delta + exposure.sale_proceeds
 
     def _holdings_value(self, holdings: Mapping[str, int], books: RiskBooks) -> Decimal:
         # A holding with no price at all counts as worthless: that can only make the
@@ -235,11 +285,12 @@ class RiskApp:
             failing = False
             self._books = books
 
-    async def _follow_quotes(self) -> None:
-        # Connecting waits for NATS however long it takes; reference prices serve meanwhile.
+    async def _follow_nats(self, since: datetime.datetime) -> None:
+        # Connecting waits for NATS however long it takes; the books serve meanwhile.
         self._nats = NatsClient()
         await mesh_controls.connect(self._nats, self._settings.nats_url, name="risk")
         await self._nats.subscribe(self._settings.quotes_subject, cb=self._prices.on_message)
+        await self._feed.follow(self._nats, since)
 
 
 class RiskServicer(risk_pb2_grpc.PreTradeRiskServiceServicer):
@@ -252,7 +303,18 @@ class RiskServicer(risk_pb2_grpc.PreTradeRiskServiceServicer):
         self, request: risk_pb2.EvaluateOrderRequest, context: grpc.aio.ServicerContext
     ) -> risk_pb2.EvaluateOrderResponse:
         order_id_var.set(request.order.order_id)
+        check_routing(context.invocation_metadata(), request.order.account_id)
         return self._app.evaluate(request.order)
+
+
+def _holdings(books: Mapping[str, int], deltas: Mapping[str, int]) -> Mapping[str, int]:
+    """Shares held per symbol: the books' positions moved by today's fills."""
+    if not deltas:
+        return books
+    merged = dict(books)
+    for symbol, change in deltas.items():
+        merged[symbol] = merged.get(symbol, 0) + change
+    return merged
 
 
 def _limit_price(order: order_pb2.Order) -> Decimal | None:

@@ -1,1 +1,1 @@
-"""Tests of the OMS validation service: checks, commitment ledger and the running process."""
+"""Tests of the OMS validation service: checks, provisional holds and the running process."""

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.domain.exposure import NO_EXPOSURE, Exposure
 from brokermesh.services.oms import checks
-from brokermesh.services.oms.checks import Account, Exposure, ReferenceData, Security
+from brokermesh.services.oms.checks import Account, ReferenceData, Security
 from brokermesh.trading.v1 import order_pb2
 
 CHECK_ORDER = [
@@ -85,19 +86,19 @@ def market(**fields: Any) -> order_pb2.Order:
 
 
 def verdicts(
-    o: order_pb2.Order, exposure: Exposure = checks.NO_EXPOSURE, last: Decimal | None = LAST
+    o: order_pb2.Order, exposure: Exposure = NO_EXPOSURE, last: Decimal | None = LAST
 ) -> dict[str, checks.Verdict]:
     return {v.policy: v for v in checks.validate(o, BOOKS, exposure, last)}
 
 
 def failures(
-    o: order_pb2.Order, exposure: Exposure = checks.NO_EXPOSURE, last: Decimal | None = LAST
+    o: order_pb2.Order, exposure: Exposure = NO_EXPOSURE, last: Decimal | None = LAST
 ) -> dict[str, str]:
     return {name: v.reason for name, v in verdicts(o, exposure, last).items() if not v.passed}
 
 
 def test_a_sound_order_passes_every_check_in_the_fixed_order() -> None:
-    result = checks.validate(order(), BOOKS, checks.NO_EXPOSURE, LAST)
+    result = checks.validate(order(), BOOKS, NO_EXPOSURE, LAST)
 
     assert [v.policy for v in result] == CHECK_ORDER
     assert all(v.passed for v in result)
@@ -107,7 +108,7 @@ def test_every_check_runs_after_a_failure_so_all_reasons_are_reported() -> None:
     result = checks.validate(
         order(account_id="ACC-FROZEN", symbol="BMSH", limit_price="20.123456"),
         BOOKS,
-        checks.NO_EXPOSURE,
+        NO_EXPOSURE,
         LAST,
     )
 

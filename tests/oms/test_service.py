@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.events.v1 import order_events_pb2
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.trading.v1 import order_pb2, order_query_pb2, validation_pb2, validation_pb2_grpc
@@ -127,6 +128,30 @@ async def test_small_account_buy_fails_with_the_shortfall(stub: Stub) -> None:
         "buying_power": "buy notional $18,950.00 exceeds available $2,000.00 (cash $2,000.00 "
         "less $0.00 committed to open buys): shortfall $16,950.00",
     }
+
+
+async def test_call_routed_on_its_own_account_is_answered(stub: Stub) -> None:
+    response = await stub.ValidateOrder(
+        validation_pb2.ValidateOrderRequest(order=order()),
+        metadata=((ACCOUNT_HEADER, "ACC-987654"),),
+        timeout=5,
+    )
+
+    assert response.passed
+
+
+async def test_call_routed_on_another_account_is_invalid_argument(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ValidateOrder(
+            validation_pb2.ValidateOrderRequest(order=order()),
+            metadata=((ACCOUNT_HEADER, "ACC-987655"),),
+            timeout=5,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (
+        "x-brokermesh-account 'ACC-987655' does not match the order's account ACC-987654"
+    )
 
 
 async def test_request_breaking_the_contract_is_invalid_argument(stub: Stub) -> None:

@@ -1,1 +1,1 @@
-"""Tests of the pre-trade risk service: CEL policies and the running process."""
+"""Tests of the pre-trade risk service: CEL policies, holds and the running process."""

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 
 from brokermesh.common.v1 import common_pb2
 from brokermesh.control.v1 import control_pb2
+from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.trading.v1 import market_data_pb2, order_pb2, risk_pb2, risk_pb2_grpc
 
@@ -97,6 +98,20 @@ async def test_blueprint_order_is_approved_by_every_policy(stub: Stub) -> None:
     ]
     assert response.decisions[0].reason == (
         "notional $18,950.00 within max_order_notional $1,000,000.00"
+    )
+
+
+async def test_call_routed_on_another_account_is_invalid_argument(stub: Stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.EvaluateOrder(
+            risk_pb2.EvaluateOrderRequest(order=order()),
+            metadata=((ACCOUNT_HEADER, "ACC-555001"),),
+            timeout=5,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (
+        "x-brokermesh-account 'ACC-555001' does not match the order's account ACC-987654"
     )
 
 

@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class PreTradeRiskServiceStub:
-    """Evaluates the pre-trade risk policies. Pure evaluation: the caller records
-    the decisions with the order's events.
+    """Evaluates the pre-trade risk policies; the caller records the decisions
+    with the order's events. An approved buy gets a provisional hold, keyed by
+    order id, that counts towards concentration until its own events take
+    over; a second call for the same order replaces that hold.
     """
 
     def __init__(self, channel):
@@ -44,8 +46,10 @@ class PreTradeRiskServiceStub:
 
 
 class PreTradeRiskServiceServicer:
-    """Evaluates the pre-trade risk policies. Pure evaluation: the caller records
-    the decisions with the order's events.
+    """Evaluates the pre-trade risk policies; the caller records the decisions
+    with the order's events. An approved buy gets a provisional hold, keyed by
+    order id, that counts towards concentration until its own events take
+    over; a second call for the same order replaces that hold.
     """
 
     def EvaluateOrder(self, request, context):
@@ -71,8 +75,10 @@ def add_PreTradeRiskServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PreTradeRiskService:
-    """Evaluates the pre-trade risk policies. Pure evaluation: the caller records
-    the decisions with the order's events.
+    """Evaluates the pre-trade risk policies; the caller records the decisions
+    with the order's events. An approved buy gets a provisional hold, keyed by
+    order id, that counts towards concentration until its own events take
+    over; a second call for the same order replaces that hold.
     """
 
     @staticmethod

@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class OrderValidationServiceStub:
-    """Checks an order against the account and the security master. Pure
-    evaluation: it records nothing, so calling it twice is harmless.
+    """Checks an order against the account and the security master. A passing
+    order gets a provisional hold on its cash (buy) or shares (sell), keyed by
+    order id, until its own events take over; a second call for the same order
+    replaces that hold, so calling it twice is harmless.
     """
 
     def __init__(self, channel):
@@ -44,8 +46,10 @@ class OrderValidationServiceStub:
 
 
 class OrderValidationServiceServicer:
-    """Checks an order against the account and the security master. Pure
-    evaluation: it records nothing, so calling it twice is harmless.
+    """Checks an order against the account and the security master. A passing
+    order gets a provisional hold on its cash (buy) or shares (sell), keyed by
+    order id, until its own events take over; a second call for the same order
+    replaces that hold, so calling it twice is harmless.
     """
 
     def ValidateOrder(self, request, context):
@@ -71,8 +75,10 @@ def add_OrderValidationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrderValidationService:
-    """Checks an order against the account and the security master. Pure
-    evaluation: it records nothing, so calling it twice is harmless.
+    """Checks an order against the account and the security master. A passing
+    order gets a provisional hold on its cash (buy) or shares (sell), keyed by
+    order id, until its own events take over; a second call for the same order
+    replaces that hold, so calling it twice is harmless.
     """
 
     @staticmethod
