@@ -307,8 +307,8 @@ def _running_up(
 
 
 def _watch_until_services_spawned(up: subprocess.Popen[bytes], data_dir: Path) -> set[int]:
-    """Every pid of the running platform: ``up``'s tree (NATS, honcho's runners, the
-    services) and the postmaster's, collected once the services were started."""
+    """Every pid of the running platform: ``up``'s tree (NATS and the services) and the
+    postmaster's, collected once the control plane was started."""
     pids: set[int] = set()
     pid_file = data_dir / "postgres" / "postmaster.pid"
     deadline = time.monotonic() + 90
@@ -317,7 +317,9 @@ def _watch_until_services_spawned(up: subprocess.Popen[bytes], data_dir: Path) -
         postmaster = _postmaster(pid_file)
         if postmaster:
             pids |= process_tree(postmaster)
-        if (data_dir / "platform.json").exists() and len(process_tree(up.pid)) >= 4:
+        if (data_dir / "platform.json").exists() and _service_processes(
+            up, "brokermesh.services.control_plane"
+        ):
             break
         time.sleep(0.2)
     time.sleep(0.5)
