@@ -2,11 +2,25 @@
 
 The current controls are one serialized :class:`TradingControls` under key
 ``trading`` in the ``controls`` key-value bucket, which data-plane services
-watch (:mod:`brokermesh.mesh.controls`). A change reads the current value,
-writes the new one with compare-and-set on the key's revision (retrying when
-another writer got there first), then appends a :class:`ControlChange` to the
-``CONTROL_AUDIT`` stream and waits for its acknowledgement. The stream denies
-delete and purge, so the audit trail only grows.
+watch (:mod:`brokermesh.mesh.controls`). A change is audited before it is
+made:
+
+1. read the current value and the key's revision;
+2. append the change to the ``CONTROL_AUDIT`` stream as INTENDED and wait for
+   the acknowledgement (``Nats-Msg-Id`` = change id, so a retried publish is
+   stored once); if that fails, nothing is written;
+3. write the new value with compare-and-set on the revision read in 1; the
+   value names the change id, so a stored value always leads to its record;
+4. append the outcome: APPLIED with the new revision, or NOT_APPLIED when
+   another writer got there first (the change is then retried as a new one).
+
+A crash between 2 and 4 leaves an INTENDED record, never an unaudited value.
+The stream denies delete and purge, so the audit trail only grows.
+
+The actor is the operator the request names. Where an Istio sidecar fronts the
+service (``trust_forwarded_client_cert``), the caller's mTLS identity is
+recorded beside it; locally nothing authenticates callers and the operator
+name is self-declared.
 """
 
 from __future__ import annotations
@@ -15,8 +29,8 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 import nats.errors
@@ -33,11 +47,14 @@ from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Aborted, PermissionDenied, Unavailable
 from brokermesh.mesh.jetstream import ensure_jetstream
+from brokermesh.services.control_plane.identity import XFCC_HEADER, spiffe_id
 
 _LOGGER = logging.getLogger(__name__)
 
 #: Header JetStream de-duplicates on, so a retried audit publish is stored once.
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Suffix of the message id of a change's outcome record (its intent record has the bare id).
+OUTCOME_MSG_ID_SUFFIX = ".outcome"
 #: Audit records fetched from the stream concurrently when listing history.
 _HISTORY_BATCH = 64
 
@@ -59,15 +76,27 @@ class ControlPlaneSettings(ServiceSettings):
     nats_timeout_s: float = 1.5
     #: Seconds start-up waits for NATS and JetStream before the process gives up.
     nats_start_timeout_s: float = 30.0
+    #: Record the caller's mTLS identity from the ``x-forwarded-client-cert`` header. Set it
+    #: only where a sidecar writes that header on every inbound call (Istio, in Kubernetes);
+    #: elsewhere any caller could write it, so it is ignored.
+    trust_forwarded_client_cert: bool = False
 
 
 class ControlsStore:
     """Reads and changes the controls in the key-value bucket and writes the audit trail."""
 
-    def __init__(self, js: JetStreamContext, kv: KeyValue, settings: ControlPlaneSettings) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        settings: ControlPlaneSettings,
+        *,
+        audit_stream: str = mesh_controls.AUDIT_STREAM,
+    ) -> None:
         self._js = js
         self._kv = kv
         self._settings = settings
+        self._audit_stream = audit_stream
 
     async def read(self) -> tuple[control_pb2.TradingControls, int]:
         """The controls in force and the key's latest revision (which the next write must name).
@@ -113,44 +142,108 @@ class ControlsStore:
         return mesh_controls.default_controls()
 
     async def change(
-        self, actor: common_pb2.Actor, reason: str, mutate: Mutation
+        self,
+        actor: common_pb2.Actor,
+        reason: str,
+        mutate: Mutation,
+        *,
+        authenticated_caller: str = "",
     ) -> control_pb2.TradingControls:
-        """Apply ``mutate`` to the current controls, store the result and audit it."""
+        """Apply ``mutate`` to the current controls, auditing the change before storing it.
+
+        Not idempotent: each call is a change of its own, with its own records.
+        Once its intent is recorded, a change runs to its outcome even if the
+        caller stops waiting.
+        """
         for attempt in range(1, self._settings.write_attempts + 1):
             before, last_revision = await self.read()
-            after = _next_value(before, actor, reason, mutate)
-            try:
-                revision = await self._kv.update(
-                    mesh_controls.KEY, after.SerializeToString(), last=last_revision
-                )
-            except nats.js.errors.KeyWrongLastSequenceError:
-                # Another writer changed the key since we read it: re-read and re-apply.
-                _LOGGER.info(
-                    "controls changed concurrently (attempt %d of %d); retrying",
-                    attempt,
-                    self._settings.write_attempts,
-                )
-                continue
-            after.revision = revision
-            change = control_pb2.ControlChange(
-                change_id=str(uuid.uuid4()),
-                before=before,
-                after=after,
-                actor=actor,
-                reason=reason,
-                changed_at=after.updated_at,
+            change = _intended_change(before, actor, reason, mutate, authenticated_caller)
+            after = await _finish_despite_cancellation(self._make(change, last_revision))
+            if after is not None:
+                return after
+            _LOGGER.info(
+                "controls changed concurrently (attempt %d of %d); retrying",
+                attempt,
+                self._settings.write_attempts,
             )
-            # The value is stored; its audit record must follow even if the
-            # caller's deadline runs out now, so the publish is shielded.
-            await asyncio.shield(self._audit(change))
-            return after
         raise Aborted(
             f"controls changed concurrently {self._settings.write_attempts} times; "
             "read them again and retry"
         )
 
-    async def _audit(self, change: control_pb2.ControlChange) -> None:
-        """Append ``change`` to the audit stream and wait for the ack; retries are de-duplicated."""
+    async def _make(
+        self, change: control_pb2.ControlChange, last_revision: int
+    ) -> control_pb2.TradingControls | None:
+        """Record ``change``, write it over ``last_revision``, record the outcome.
+
+        Returns the stored value, or None when another writer changed the key first.
+        """
+        await self._record_intent(change)
+        try:
+            revision = await self._kv.update(
+                mesh_controls.KEY, change.after.SerializeToString(), last=last_revision
+            )
+        except nats.js.errors.KeyWrongLastSequenceError:
+            await self._record_outcome(
+                change,
+                control_pb2.CHANGE_OUTCOME_NOT_APPLIED,
+                f"the controls changed after revision {last_revision} was read",
+            )
+            return None
+        except nats.errors.Error:
+            # Whether the write landed is unknown: the value names the change if it did.
+            _LOGGER.error(
+                "writing controls change %s failed; it is recorded as intended",
+                change.change_id,
+            )
+            raise
+        change.after.revision = revision
+        await self._record_outcome(change, control_pb2.CHANGE_OUTCOME_APPLIED)
+        return change.after
+
+    async def _record_intent(self, change: control_pb2.ControlChange) -> None:
+        """Store the INTENDED record; raise Unavailable (nothing is written) if it cannot be."""
+        error = await self._publish(change, change.change_id)
+        if error is not None:
+            raise Unavailable(
+                f"the audit record of controls change {change.change_id} could not be stored "
+                f"({error or type(error).__name__}); the controls were not changed"
+            )
+
+    async def _record_outcome(
+        self,
+        change: control_pb2.ControlChange,
+        outcome: control_pb2.ChangeOutcome,
+        detail: str = "",
+    ) -> None:
+        """Store the outcome record. Its loss is logged, not raised: the intent is on record
+        and the stored value names the change that wrote it."""
+        change.outcome = outcome
+        change.outcome_detail = detail
+        error = await self._publish(change, change.change_id + OUTCOME_MSG_ID_SUFFIX)
+        if error is not None:
+            _LOGGER.error(
+                "outcome record not stored: %s (%s)", MessageToJson(change, indent=None), error
+            )
+            return
+        if outcome != control_pb2.CHANGE_OUTCOME_APPLIED:
+            return
+        _LOGGER.info(
+            "controls changed to halted=%s mode=%s at revision %d by %s%s: %s",
+            change.after.trading_halted,
+            mesh_controls.mode_name(change.after.mode),
+            change.after.revision,
+            change.actor.id,
+            f" ({change.authenticated_caller})" if change.authenticated_caller else "",
+            change.reason,
+            extra={"change_id": change.change_id},
+        )
+
+    async def _publish(self, change: control_pb2.ControlChange, msg_id: str) -> Exception | None:
+        """Append one record and wait for the ack; None once stored, else the last error.
+
+        Retries carry the same message id, so the stream keeps one copy.
+        """
         subject = f"{mesh_controls.AUDIT_SUBJECT_PREFIX}{change.change_id}"
         data = change.SerializeToString()
         error: Exception | None = None
@@ -159,46 +252,36 @@ class ControlsStore:
                 await self._js.publish(
                     subject,
                     data,
-                    stream=mesh_controls.AUDIT_STREAM,
-                    headers={MSG_ID_HEADER: change.change_id},
+                    stream=self._audit_stream,
+                    headers={MSG_ID_HEADER: msg_id},
                     timeout=self._settings.nats_timeout_s,
                 )
             except nats.errors.Error as exc:
                 error = exc
                 continue
-            _LOGGER.info(
-                "controls changed to halted=%s mode=%s at revision %d by %s: %s",
-                change.after.trading_halted,
-                mesh_controls.mode_name(change.after.mode),
-                change.after.revision,
-                change.actor.id,
-                change.reason,
-                extra={"change_id": change.change_id},
-            )
-            return
-        # Keep the record in the log at least, so the change can be reconstructed.
-        _LOGGER.error("audit record not stored: %s (%s)", MessageToJson(change, indent=None), error)
-        raise Unavailable(
-            f"controls changed at revision {change.after.revision} but the audit record "
-            f"{change.change_id} could not be stored"
-        )
+            return None
+        return error
 
     async def history(self, limit: int) -> list[control_pb2.ControlChange]:
-        """The newest ``limit`` audit records, newest first."""
-        info = await self._js.stream_info(mesh_controls.AUDIT_STREAM)
+        """The newest ``limit`` changes, newest first, each as its latest record: the
+        outcome once there is one, the intent before."""
+        info = await self._js.stream_info(self._audit_stream)
         first = max(int(info.state.first_seq or 1), 1)
         seq = int(info.state.last_seq or 0)
-        changes: list[control_pb2.ControlChange] = []
-        while seq >= first and len(changes) < limit:
+        # Walking backwards, the first record met of a change is its latest.
+        latest: dict[str, control_pb2.ControlChange] = {}
+        while seq >= first and len(latest) < limit:
             batch = range(seq, max(first, seq - _HISTORY_BATCH + 1) - 1, -1)
             found = await asyncio.gather(*(self._audit_record(s) for s in batch))
-            changes.extend(change for change in found if change is not None)
+            for change in found:
+                if change is not None:
+                    latest.setdefault(change.change_id, change)
             seq = batch.stop
-        return changes[:limit]
+        return list(latest.values())[:limit]
 
     async def _audit_record(self, seq: int) -> control_pb2.ControlChange | None:
         try:
-            msg = await self._js.get_msg(mesh_controls.AUDIT_STREAM, seq=seq)
+            msg = await self._js.get_msg(self._audit_stream, seq=seq)
         except nats.js.errors.NotFoundError:
             return None  # Aged out between stream_info and this read.
         change = control_pb2.ControlChange()
@@ -210,19 +293,55 @@ class ControlsStore:
         return change
 
 
-def _next_value(
-    before: control_pb2.TradingControls, actor: common_pb2.Actor, reason: str, mutate: Mutation
-) -> control_pb2.TradingControls:
-    """The value to store: ``before`` changed by ``mutate`` and stamped with who, why and when."""
+def _intended_change(
+    before: control_pb2.TradingControls,
+    actor: common_pb2.Actor,
+    reason: str,
+    mutate: Mutation,
+    authenticated_caller: str,
+) -> control_pb2.ControlChange:
+    """The INTENDED record: ``before`` changed by ``mutate``, stamped with who, why and when."""
+    change_id = str(uuid.uuid4())
     after = control_pb2.TradingControls()
     after.CopyFrom(before)
     mutate(after)
     after.reason = reason
     after.updated_by.CopyFrom(actor)
     after.updated_at.GetCurrentTime()
+    after.change_id = change_id
     # A writer cannot know the revision its write will get; readers set it.
     after.revision = 0
-    return after
+    return control_pb2.ControlChange(
+        change_id=change_id,
+        before=before,
+        after=after,
+        actor=actor,
+        reason=reason,
+        changed_at=after.updated_at,
+        outcome=control_pb2.CHANGE_OUTCOME_INTENDED,
+        authenticated_caller=authenticated_caller,
+    )
+
+
+async def _finish_despite_cancellation(call: Coroutine[Any, Any, T]) -> T:
+    """Await ``call`` in a task of its own that a cancelled caller does not cancel.
+
+    A change whose intent is recorded must reach its outcome record even when
+    the caller's deadline runs out; what it ends with is then only logged.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_abandoned)
+        raise
+
+
+def _log_abandoned(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _LOGGER.error(
+            "controls change failed after its caller stopped waiting: %s", task.exception()
+        )
 
 
 def _require_operator(actor: common_pb2.Actor) -> common_pb2.Actor:
@@ -239,6 +358,17 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
 
     def __init__(self, app: ControlPlaneApp) -> None:
         self._app = app
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's SPIFFE id when a trusted sidecar forwarded its certificate, else ""."""
+        if not self._app.settings.trust_forwarded_client_cert:
+            return ""
+        values = [
+            value
+            for key, value in context.invocation_metadata() or ()
+            if key == XFCC_HEADER and isinstance(value, str)
+        ]
+        return spiffe_id(values[-1]) if values else ""
 
     async def GetTradingControls(
         self,
@@ -258,7 +388,11 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
         def mutate(controls: control_pb2.TradingControls) -> None:
             controls.trading_halted = request.trading_halted
 
-        after = await _unavailable_on_nats(self._app.store.change(actor, request.reason, mutate))
+        after = await _unavailable_on_nats(
+            self._app.store.change(
+                actor, request.reason, mutate, authenticated_caller=self._caller(context)
+            )
+        )
         return control_pb2.SetKillSwitchResponse(controls=after)
 
     async def SetDegradationMode(
@@ -271,7 +405,11 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
         def mutate(controls: control_pb2.TradingControls) -> None:
             controls.mode = request.mode
 
-        after = await _unavailable_on_nats(self._app.store.change(actor, request.reason, mutate))
+        after = await _unavailable_on_nats(
+            self._app.store.change(
+                actor, request.reason, mutate, authenticated_caller=self._caller(context)
+            )
+        )
         return control_pb2.SetDegradationModeResponse(controls=after)
 
     async def ListControlChanges(

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.control.v1 import control_pb2
+from brokermesh.mesh import controls as mesh_controls
 
 #: Seconds a freshly started process gets to report SERVING.
 START_TIMEOUT_S = 30.0
@@ -39,11 +43,12 @@ def operator(ops_id: str = "ops-test") -> common_pb2.Actor:
 class ControlPlaneProcess:
     """One control-plane process at a fixed address; can be killed and started again."""
 
-    def __init__(self, nats_url: str, data_dir: Path) -> None:
+    def __init__(self, nats_url: str, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._nats_url = nats_url
         self._data_dir = data_dir
+        self._env = dict(env or {})
         self._log_path = data_dir / "control-plane.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -56,6 +61,7 @@ class ControlPlaneProcess:
             BROKERMESH_NATS_URL=self._nats_url,
             BROKERMESH_DATA_DIR=str(self._data_dir),
         )
+        env.update(self._env)
         with self._log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "brokermesh.services.control_plane"],
@@ -108,3 +114,26 @@ class ControlPlaneProcess:
             return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+async def audit_records(
+    js: JetStreamContext, change_id: str
+) -> list[tuple[control_pb2.ControlChange, str, float]]:
+    """Every record of one change in stream order: (record, Nats-Msg-Id, stored-at seconds)."""
+    subject = f"{mesh_controls.AUDIT_SUBJECT_PREFIX}{change_id}"
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    records = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=2.0)
+            records.append(
+                (
+                    control_pb2.ControlChange.FromString(msg.data or b""),
+                    (msg.headers or {}).get("Nats-Msg-Id", ""),
+                    msg.metadata.timestamp.timestamp(),
+                )
+            )
+            if msg.metadata.num_pending == 0:
+                return records
+    finally:
+        await sub.unsubscribe()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -15,7 +16,7 @@ from brokermesh.common.v1 import common_pb2
 from brokermesh.control.v1 import control_pb2, control_pb2_grpc
 from brokermesh.mesh import controls as mesh_controls
 
-from .support import operator
+from .support import ControlPlaneProcess, audit_records, operator
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
@@ -56,15 +57,19 @@ async def test_kill_switch_is_stored_and_audited_with_the_actor(
     assert change.actor == operator("ops-alice")
     assert change.reason == "venue outage drill"
     assert change.after == after
+    assert change.outcome == control_pb2.CHANGE_OUTCOME_APPLIED
+    assert after.change_id == change.change_id
     assert change.before.revision == before.revision
     assert change.before.trading_halted == before.trading_halted
-    # The record sits on its own subject, de-duplicated by its change id.
-    stored = await nats_client.jetstream().get_last_msg(
-        mesh_controls.AUDIT_STREAM, f"{mesh_controls.AUDIT_SUBJECT_PREFIX}{change.change_id}"
-    )
-    assert stored.headers is not None
-    assert stored.headers.get("Nats-Msg-Id") == change.change_id
-    assert control_pb2.ControlChange.FromString(stored.data or b"") == change
+    # Nothing authenticates callers locally: the operator's name is all there is.
+    assert change.authenticated_caller == ""
+    # The records sit on the change's own subject, de-duplicated by message id.
+    records = await audit_records(nats_client.jetstream(), change.change_id)
+    assert [(r.outcome, msg_id) for r, msg_id, _ in records] == [
+        (control_pb2.CHANGE_OUTCOME_INTENDED, change.change_id),
+        (control_pb2.CHANGE_OUTCOME_APPLIED, f"{change.change_id}.outcome"),
+    ]
+    assert records[-1][0] == change
 
 
 async def test_history_lists_newest_first(stub: Stub) -> None:
@@ -173,11 +178,87 @@ async def test_concurrent_changes_all_land_with_distinct_revisions(stub: Stub) -
     results = await asyncio.gather(*(_halt(stub, reason) for reason in reasons))
 
     assert len({r.revision for r in results}) == len(reasons)
-    changes = (
-        await stub.ListControlChanges(control_pb2.ListControlChangesRequest(limit=len(reasons)))
+    recent = (
+        await stub.ListControlChanges(control_pb2.ListControlChangesRequest(limit=100))
     ).changes
+    ours = [c for c in recent if c.reason in reasons]
+    changes = [c for c in ours if c.outcome == control_pb2.CHANGE_OUTCOME_APPLIED]
     assert sorted(c.reason for c in changes) == sorted(reasons)
+    # An attempt that lost the race is on record as such, never left open.
+    assert {c.outcome for c in ours} <= {
+        control_pb2.CHANGE_OUTCOME_APPLIED,
+        control_pb2.CHANGE_OUTCOME_NOT_APPLIED,
+    }
     # Each write named the revision it replaced: the audit trail is one unbroken chain.
     by_revision = sorted(changes, key=lambda c: c.after.revision)
     for earlier, later in itertools.pairwise(by_revision):
         assert later.before.revision == earlier.after.revision
+
+
+XFCC = (
+    'By=spiffe://cluster.local/ns/brokermesh-control/sa/control-plane;Hash=0f3a;Subject="";'
+    "URI=spiffe://cluster.local/ns/brokermesh-ops/sa/ops-console"
+)
+
+
+async def test_forwarded_client_cert_is_ignored_where_no_sidecar_vouches_for_it(
+    stub: Stub,
+) -> None:
+    response = await stub.SetKillSwitch(
+        control_pb2.SetKillSwitchRequest(
+            trading_halted=True, reason="claims a mesh identity", actor=operator()
+        ),
+        metadata=(("x-forwarded-client-cert", XFCC),),
+    )
+
+    change = (
+        await stub.ListControlChanges(control_pb2.ListControlChangesRequest(limit=1))
+    ).changes[0]
+    assert change.change_id == response.controls.change_id
+    assert change.authenticated_caller == ""
+
+
+@pytest.fixture(scope="module")
+def meshed_control_plane(
+    nats_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlaneProcess]:
+    """A control plane configured as behind an Istio sidecar, which sets the XFCC header."""
+    process = ControlPlaneProcess(
+        nats_server.url,
+        tmp_path_factory.mktemp("meshed-control-plane"),
+        {"BROKERMESH_CONTROL_PLANE_TRUST_FORWARDED_CLIENT_CERT": "true"},
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+async def test_behind_a_sidecar_the_callers_mesh_identity_is_recorded_beside_the_operator(
+    meshed_control_plane: ControlPlaneProcess,
+) -> None:
+    async with grpc.aio.insecure_channel(meshed_control_plane.address) as channel:
+        meshed = Stub(channel)
+        try:
+            response = await meshed.SetKillSwitch(
+                control_pb2.SetKillSwitchRequest(
+                    trading_halted=True, reason="halt from the console", actor=operator("ops-bob")
+                ),
+                metadata=(("x-forwarded-client-cert", XFCC),),
+            )
+            changes = (
+                await meshed.ListControlChanges(control_pb2.ListControlChangesRequest(limit=1))
+            ).changes
+        finally:
+            await meshed.SetKillSwitch(
+                control_pb2.SetKillSwitchRequest(
+                    trading_halted=False, reason="console test over", actor=operator("ops-bob")
+                )
+            )
+
+    assert changes[0].change_id == response.controls.change_id
+    assert changes[0].actor == operator("ops-bob")
+    assert changes[0].authenticated_caller == (
+        "spiffe://cluster.local/ns/brokermesh-ops/sa/ops-console"
+    )

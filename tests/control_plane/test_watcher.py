@@ -1,23 +1,28 @@
-"""ControlsWatcher: follows changes, survives a control-plane crash and a NATS outage, and
-never lets a bad value replace a good one."""
+"""ControlsWatcher: follows changes, survives a control-plane crash and a NATS outage, fails
+closed while it knows nothing, follows a recreated bucket, and never lets a bad value replace
+a good one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
+import nats
 import pytest
 from nats.js.kv import KeyValue
 
 from brokermesh.control.v1 import control_pb2, control_pb2_grpc
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.controls import ControlsWatcher
+from brokermesh.mesh.jetstream import CONTROLS
+from brokermesh.platform.nats import LocalNats
 
 from .support import ControlPlaneProcess, free_port, operator
 
@@ -37,13 +42,58 @@ async def running(
     url: str,
     data_dir: Path,
     service: str = "test-service",
+    *,
+    first_sync_s: float = 5.0,
+    resync_s: float = 30.0,
 ) -> AsyncIterator[ControlsWatcher]:
-    watcher = ControlsWatcher(url, data_dir=data_dir, service=service)
+    watcher = ControlsWatcher(
+        url, data_dir=data_dir, service=service, first_sync_s=first_sync_s, resync_s=resync_s
+    )
     await watcher.start()
     try:
         yield watcher
     finally:
         await watcher.stop()
+
+
+@pytest.fixture
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNats]:
+    """A NATS server of the test's own, with the platform's assets, that it may wipe."""
+    server = LocalNats(
+        tmp_path_factory.mktemp("own-nats"), port=free_port(), monitor_port=free_port()
+    )
+    try:
+        server.start()
+        asyncio.run(server.ensure_assets())
+        yield server
+    finally:
+        server.stop()
+
+
+async def _put(url: str, controls: control_pb2.TradingControls) -> int:
+    """Store ``controls`` as the control plane would; the revision the bucket gave it."""
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(mesh_controls.BUCKET)
+        return int(await kv.put(mesh_controls.KEY, controls.SerializeToString()))
+    finally:
+        await nc.close()
+
+
+def _controls(*, halted: bool, reason: str) -> control_pb2.TradingControls:
+    return control_pb2.TradingControls(
+        trading_halted=halted,
+        mode=control_pb2.DEGRADATION_MODE_NORMAL,
+        reason=reason,
+        updated_by=operator(),
+    )
+
+
+def _stored(controls: control_pb2.TradingControls, revision: int) -> control_pb2.TradingControls:
+    stored = control_pb2.TradingControls()
+    stored.CopyFrom(controls)
+    stored.revision = revision
+    return stored
 
 
 async def _set_halted(stub: Stub, halted: bool, reason: str) -> control_pb2.TradingControls:
@@ -137,11 +187,48 @@ async def test_watcher_starts_from_persisted_value_when_nats_is_unreachable(
         assert not restarted.synced
 
 
-async def test_watcher_without_any_value_starts_from_defaults(tmp_path: Path) -> None:
-    async with running(_unreachable_url(), tmp_path) as watcher:
+async def test_watcher_without_any_value_is_halted_until_it_knows_the_controls(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    async with running(_unreachable_url(), tmp_path, first_sync_s=0.3) as watcher:
+        # start() waited for a first sync, but not for long.
+        assert time.monotonic() - started < 2.0
+        await asyncio.sleep(1.0)  # Failed connection attempts change nothing.
+
+        assert watcher.halted
+        assert not watcher.known
+        assert watcher.mode == control_pb2.DEGRADATION_MODE_EMERGENCY
+        assert watcher.current == mesh_controls.unknown_controls()
+        assert "not yet known" in watcher.current.reason
+    assert not (tmp_path / mesh_controls.LAST_KNOWN_GOOD_FILE).exists()
+
+
+async def test_watcher_without_any_value_starts_on_the_buckets_value(
+    nats_server: Any,
+    stub: Stub,
+    tmp_path: Path,
+) -> None:
+    resumed = await _set_halted(stub, False, "trading as usual")
+
+    async with running(nats_server.url, tmp_path) as watcher:
+        # start() waits for the first sync when nothing is known, so no wait_for here.
+        assert watcher.known
+        assert watcher.current == resumed
         assert not watcher.halted
-        assert watcher.mode == control_pb2.DEGRADATION_MODE_NORMAL
-        assert watcher.current.revision == 0
+
+
+async def test_key_never_written_syncs_as_the_defaults(
+    own_nats: LocalNats,
+    tmp_path: Path,
+) -> None:
+    async with running(own_nats.url, tmp_path) as watcher:
+        assert watcher.synced
+        assert watcher.current == mesh_controls.default_controls()
+        assert not watcher.halted
+
+    stored = (tmp_path / mesh_controls.LAST_KNOWN_GOOD_FILE).read_bytes()
+    assert control_pb2.TradingControls.FromString(stored) == mesh_controls.default_controls()
 
 
 async def test_watcher_ignores_an_unreadable_persisted_file(
@@ -151,8 +238,9 @@ async def test_watcher_ignores_an_unreadable_persisted_file(
     (tmp_path / mesh_controls.LAST_KNOWN_GOOD_FILE).write_bytes(b"\xff\xff not protobuf")
 
     with caplog.at_level(logging.WARNING, logger="brokermesh.mesh.controls"):
-        async with running(_unreachable_url(), tmp_path) as watcher:
-            assert watcher.current == mesh_controls.default_controls()
+        async with running(_unreachable_url(), tmp_path, first_sync_s=0) as watcher:
+            assert watcher.current == mesh_controls.unknown_controls()
+            assert watcher.halted
 
     assert any("unreadable" in r.getMessage() for r in caplog.records)
 
@@ -197,32 +285,114 @@ async def test_malformed_value_is_ignored_and_last_good_kept(
         assert watcher.current == resumed
 
 
-async def test_older_revision_is_ignored(
+async def test_persisted_value_at_a_higher_revision_yields_to_the_bucket(
     nats_server: Any,
     stub: Stub,
-    controls_kv: KeyValue,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # A persisted value from the future, as after the bucket was rebuilt with lower revisions.
+    # A value persisted before the bucket was rebuilt, its revisions starting again at 1.
     latest = (await stub.GetTradingControls(control_pb2.GetTradingControlsRequest())).controls
     future = control_pb2.TradingControls()
     future.CopyFrom(latest)
-    future.trading_halted = True
+    future.trading_halted = not latest.trading_halted
     future.reason = "persisted at a revision the bucket has not reached"
     future.revision = latest.revision + 1000
     (tmp_path / mesh_controls.LAST_KNOWN_GOOD_FILE).write_bytes(future.SerializeToString())
 
-    with caplog.at_level(logging.WARNING, logger="brokermesh.mesh.controls"):
-        async with running(nats_server.url, tmp_path) as watcher:
-            await _wait_for_log(caplog, "older than the held revision")
-            assert watcher.current == future
+    async with running(nats_server.url, tmp_path) as watcher:
+        seen = await watcher.wait_for(lambda c: c.revision == latest.revision, SEEN_WITHIN_S)
+
+    assert seen == latest
+
+
+async def test_bucket_recreated_after_nats_lost_its_data_is_followed_including_a_halt(
+    own_nats: LocalNats,
+    tmp_path: Path,
+) -> None:
+    # Arrange: trading resumed at a revision above the new bucket's first ones.
+    resumed = _controls(halted=False, reason="trading")
+    for _ in range(4):
+        await _put(own_nats.url, resumed)
+    held = _stored(resumed, await _put(own_nats.url, resumed))
+    assert held.revision == 5
+
+    async with running(own_nats.url, tmp_path) as watcher:
+        await watcher.wait_for(lambda c: c == held, SEEN_WITHIN_S)
+
+        # Act: NATS comes back without its data; the first change is a halt, at revision 1.
+        own_nats.stop()
+        shutil.rmtree(own_nats.store_dir)
+        own_nats.start()
+        await own_nats.ensure_assets()
+        halt = _controls(halted=True, reason="halt on the new bucket")
+        halted = _stored(halt, await _put(own_nats.url, halt))
+
+        # Assert
+        assert halted.revision == 1
+        seen = await watcher.wait_for(lambda c: c.trading_halted, SEEN_WITHIN_S)
+        assert seen == halted
+
+    # A restart starts from the halt it persisted, and the bucket agrees.
+    async with running(own_nats.url, tmp_path, "restarted-service") as restarted:
+        assert restarted.current == halted
+        await asyncio.sleep(0.5)
+        assert restarted.halted
+
+
+async def test_restart_after_nats_lost_its_data_takes_the_new_buckets_halt(
+    own_nats: LocalNats,
+    tmp_path: Path,
+) -> None:
+    resumed = _controls(halted=False, reason="trading")
+    for _ in range(3):
+        held = _stored(resumed, await _put(own_nats.url, resumed))
+    async with running(own_nats.url, tmp_path) as watcher:
+        await watcher.wait_for(lambda c: c == held, SEEN_WITHIN_S)
+
+    own_nats.stop()
+    shutil.rmtree(own_nats.store_dir)
+    own_nats.start()
+    await own_nats.ensure_assets()
+    halt = _controls(halted=True, reason="halt while the service was down")
+    halted = _stored(halt, await _put(own_nats.url, halt))
+
+    async with running(own_nats.url, tmp_path, "restarted-service") as restarted:
+        seen = await restarted.wait_for(lambda c: c.trading_halted, SEEN_WITHIN_S)
+
+    assert held.revision > halted.revision
+    assert seen == halted
+
+
+async def test_bucket_recreated_while_nats_stays_up_is_followed(
+    own_nats: LocalNats,
+    tmp_path: Path,
+) -> None:
+    resumed = _controls(halted=False, reason="trading")
+    for _ in range(3):
+        held = _stored(resumed, await _put(own_nats.url, resumed))
+
+    async with running(own_nats.url, tmp_path, resync_s=0.5) as watcher:
+        await watcher.wait_for(lambda c: c == held, SEEN_WITHIN_S)
+
+        nc = await nats.connect(own_nats.url)
+        try:
+            js = nc.jetstream()
+            await js.delete_key_value(mesh_controls.BUCKET)
+            await js.create_key_value(CONTROLS)
+        finally:
+            await nc.close()
+        halt = _controls(halted=True, reason="halt on the recreated bucket")
+        halted = _stored(halt, await _put(own_nats.url, halt))
+
+        seen = await watcher.wait_for(lambda c: c.trading_halted, SEEN_WITHIN_S)
+
+    assert seen == halted
 
 
 async def test_wait_for_times_out(tmp_path: Path) -> None:
-    async with running(_unreachable_url(), tmp_path) as watcher:
+    async with running(_unreachable_url(), tmp_path, first_sync_s=0) as watcher:
         with pytest.raises(TimeoutError):
-            await watcher.wait_for(lambda c: c.trading_halted, 0.2)
+            await watcher.wait_for(lambda c: not c.trading_halted, 0.2)
 
 
 async def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> None:

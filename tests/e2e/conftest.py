@@ -1,12 +1,11 @@
 """A whole local platform for end-to-end tests: ``brokermesh up`` as a subprocess.
 
-``platform`` (module scope) runs ``brokermesh up`` on a random free port offset
-and a private data directory, with every service but the control plane; the
-control plane runs as a separate subprocess the fixture owns, because the
-supervisor tears the whole platform down as soon as one of its children exits
-and the control-plane test must kill and restart it. The fixture waits for
-"platform is up", then for the router to see both venues logged on (the
-platform reports "up" a moment before the FIX sessions are), and stops
+``platform`` (module scope) runs ``brokermesh up`` with every service on a
+random free port offset and a private data directory. The supervisor restarts
+a control plane that exits, after ``CONTROL_PLANE_RESTART_DELAY_S`` here so
+that a test that kills it has an outage long enough to look at. The fixture
+waits for "platform is up", then for the router to see both venues logged on
+(the platform reports "up" a moment before the FIX sessions are), and stops
 everything with SIGINT (SIGKILL for leftovers only) whatever happened.
 """
 
@@ -32,12 +31,13 @@ import pytest
 
 from brokermesh.platform.layout import Layout
 from brokermesh.platform.status import grpc_health
-from brokermesh.platform.supervisor import process_env
 from brokermesh.services.registry import MANIFESTS, by_name
 
 BROKERMESH = str(Path(sys.executable).parent / "brokermesh")
 CONTROL_PLANE = "control-plane"
 CONTROL_PLANE_MODULE = "brokermesh.services.control_plane"
+#: How long ``up`` waits before restarting a control plane that exited.
+CONTROL_PLANE_RESTART_DELAY_S = 10.0
 UP_TIMEOUT_S = 120.0
 #: The router's log lines once it sees each venue's FIX session up.
 VENUES_READY = ("venue XNAS logged on", "venue ARCA logged on")
@@ -46,13 +46,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Platform:
-    """A running platform: addresses, DSNs, tokens and the separately run control plane."""
+    """A running platform: addresses, DSNs, tokens and its processes."""
 
     data_dir: Path
     offset: int
     up: subprocess.Popen[bytes]
     log: Path
-    control_plane: subprocess.Popen[bytes] | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,45 +112,27 @@ class Platform:
         except OSError:
             return "(no log)"
 
-    # The control plane, run outside the supervisor so a test can kill and restart it.
+    def service_processes(self, module: str) -> list[psutil.Process]:
+        """The live processes ``up`` runs ``python -m`` with ``module`` or a module under it."""
+        found = []
+        for child in psutil.Process(self.up.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                runs = any(a == module or a.startswith(f"{module}.") for a in child.cmdline())
+                if runs and child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child)
+        return found
 
-    def start_control_plane(self) -> None:
-        manifest = by_name(CONTROL_PLANE)
-        self.layout.service_data_dir(manifest).mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "control-plane.log").open("ab")
-        try:
-            self.control_plane = subprocess.Popen(
-                [sys.executable, "-m", CONTROL_PLANE_MODULE],
-                env=process_env(manifest, self.layout),
-                cwd=str(REPO),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.control_plane.poll() is not None:
-                break
-            serving, _ = asyncio.run(grpc_health(self.control_address, timeout_s=1.0))
-            if serving:
-                return
+    def control_plane_serving(self, timeout_s: float = 1.0) -> bool:
+        serving, _ = asyncio.run(grpc_health(self.control_address, timeout_s=timeout_s))
+        return serving
+
+    def wait_control_plane_serving(self, timeout_s: float) -> None:
+        """Wait until the control plane answers SERVING (after the supervisor restarted it)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.control_plane_serving():
+            assert self.up.poll() is None, f"up exited:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"control plane not back:\n{self.log_tail()}"
             time.sleep(0.2)
-        raise AssertionError(
-            "control plane did not become SERVING:\n"
-            + (self.data_dir / "control-plane.log").read_text(errors="replace")
-        )
-
-    def stop_control_plane(self) -> None:
-        process, self.control_plane = self.control_plane, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _port_free(port: int) -> bool:
@@ -205,9 +186,7 @@ def _postmaster(data_dir: Path) -> int | None:
 
 
 def _stop(platform: Platform) -> None:
-    """Stop the control plane, then SIGINT ``up`` and wait; SIGKILL whatever is left."""
-    with contextlib.suppress(Exception):
-        platform.stop_control_plane()
+    """SIGINT ``up`` and wait; SIGKILL whatever is left."""
     try:
         leftovers = psutil.Process(platform.up.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -231,13 +210,12 @@ def _stop(platform: Platform) -> None:
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    """The platform, up with both venues logged on, plus its control plane; stopped after."""
+    """The whole platform, up with both venues logged on; stopped after."""
     # Outside pytest's tmp tree: PostgreSQL runs as the postgres user when tests run as root.
     data_dir = Path(tempfile.mkdtemp(prefix="brokermesh-e2e-"))
     os.chmod(data_dir, 0o755)
     offset = _free_offset()
     log = data_dir / "up.log"
-    only = ",".join(m.name for m in MANIFESTS if m.name != CONTROL_PLANE)
     with log.open("wb") as out:
         up = subprocess.Popen(
             [
@@ -247,8 +225,8 @@ def platform() -> Iterator[Platform]:
                 str(offset),
                 "--data-dir",
                 str(data_dir),
-                "--only",
-                only,
+                "--restart-delay",
+                str(CONTROL_PLANE_RESTART_DELAY_S),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -259,7 +237,6 @@ def platform() -> Iterator[Platform]:
         try:
             _wait_for_log(platform, ("platform is up",), UP_TIMEOUT_S)
             _wait_for_log(platform, VENUES_READY, 30)
-            platform.start_control_plane()
         except Exception as exc:  # surface the log tail as the failure
             pytest.fail(f"platform did not start: {exc}", pytrace=False)
         yield platform

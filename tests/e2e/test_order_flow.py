@@ -7,7 +7,6 @@ corrupts the event store on purpose, so it must stay last.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import time
@@ -17,14 +16,20 @@ from typing import Any
 import asyncpg
 import httpx
 import nats
-import psutil
 import pytest
 from nats.js.api import DeliverPolicy
 
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
-from tests.e2e.conftest import BROKERMESH, CONTROL_PLANE_MODULE, Platform
+from tests.e2e.conftest import (
+    BROKERMESH,
+    CONTROL_PLANE_MODULE,
+    CONTROL_PLANE_RESTART_DELAY_S,
+    Platform,
+)
 
 ACCOUNT = "ACC-987654"
+#: Package whose modules every service process runs (``python -m brokermesh.services.<name>``).
+SERVICES = "brokermesh.services"
 ADVISOR = "ADV-1207"
 OTHER_ADVISOR = "ADV-2001"
 TERMINAL = {"FILLED", "BLOCKED", "REJECTED", "CANCELLED"}
@@ -160,10 +165,11 @@ def verify_audit(platform: Platform) -> subprocess.CompletedProcess[str]:
     )
 
 
-def control(platform: Platform, action: str, reason: str) -> None:
+def control(platform: Platform, action: str, reason: str, *arguments: str) -> None:
     result = brokermesh(
         "control",
         action,
+        *arguments,
         "--reason",
         reason,
         "--operator",
@@ -354,30 +360,27 @@ def test_order_without_a_token_is_unauthenticated(platform: Platform) -> None:
 # --- the control plane, apart from the data plane ---------------------------------------
 
 
-def test_halt_rejects_orders_and_the_data_plane_trades_on_while_the_control_plane_is_down(
+def test_data_plane_holds_the_last_controls_through_a_control_plane_outage_and_takes_later_ones(
     platform: Platform,
 ) -> None:
     try:
-        # Halt: the next order is refused before any venue.
-        control(platform, "halt", "e2e drill one")
+        # Arrange: REDUCED mode, then a halt; neither is the built-in default.
+        control(platform, "mode", "e2e drill: reduced", "reduced")
+        assert "REDUCED mode" in place_until_blocked_in_reduced_mode(platform)
+        control(platform, "halt", "e2e drill: halted")
         halted = place_until(platform, {"REJECTED"})
-        assert halted["state"] == "REJECTED", halted
-        assert "halt" in halted["history"][-1]["reason"].lower(), halted["history"]
+        assert "e2e drill: halted" in halted["history"][-1]["reason"], halted["history"]
         assert "ROUTED" not in [step["state"] for step in halted["history"]]
+        (victim,) = platform.service_processes(CONTROL_PLANE_MODULE)
+        data_plane = {p.pid for p in platform.service_processes(SERVICES)} - {victim.pid}
 
-        # Resume: orders fill again.
-        control(platform, "resume", "e2e drill one over")
-        assert place_until(platform, {"FILLED"})["state"] == "FILLED"
+        # Act: the control plane that `brokermesh up` runs dies.
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
 
-        # Kill the control plane: the data plane keeps trading on the last known controls.
-        victims = [
-            p
-            for p in psutil.Process(os.getpid()).children(recursive=True)
-            if "-m" in p.cmdline() and CONTROL_PLANE_MODULE in p.cmdline()
-        ]
-        assert len(victims) == 1, victims
-        victims[0].send_signal(signal.SIGKILL)
-        victims[0].wait(timeout=10)
+        # Assert: during the outage the data plane keeps serving on the last controls, the
+        # halt and the operator's reason, not on the defaults.
+        assert not platform.control_plane_serving()
         assert (
             brokermesh(
                 "control", "show", "--address", platform.control_address, "--timeout", "1"
@@ -386,21 +389,45 @@ def test_halt_rejects_orders_and_the_data_plane_trades_on_while_the_control_plan
         )
         response = place(platform, order_body(quantity=10))
         assert response.status_code == 201, response.text
-        during_outage = wait_for_state(platform, response.json()["order_id"], {"FILLED"})
-        assert during_outage["state"] == "FILLED", during_outage
+        during = wait_for_state(platform, response.json()["order_id"], TERMINAL)
+        assert not platform.control_plane_serving(), "the order was not placed during the outage"
+        assert during["state"] == "REJECTED", during
+        assert "e2e drill: halted" in during["history"][-1]["reason"], during["history"]
         assert platform.up.poll() is None, platform.log_tail()
+        assert data_plane <= {p.pid for p in platform.service_processes(SERVICES)}
+        assert "control-plane exited; the other processes keep running" in platform.log.read_text()
 
-        # Restart it and halt again: the data plane picks the new value up.
-        platform.start_control_plane()
-        control(platform, "halt", "e2e drill two")
-        halted_again = place_until(platform, {"REJECTED"})
-        assert halted_again["state"] == "REJECTED", halted_again
-        assert "halt" in halted_again["history"][-1]["reason"].lower()
+        # The supervisor starts it again; a change made then reaches the data plane.
+        platform.wait_control_plane_serving(CONTROL_PLANE_RESTART_DELAY_S + 60)
+        (restarted,) = platform.service_processes(CONTROL_PLANE_MODULE)
+        assert restarted.pid != victim.pid
+        control(platform, "resume", "e2e drill: resumed after the outage")
+        assert place_until(platform, {"FILLED"})["state"] == "FILLED"
+        # The mode set before the outage still holds.
+        assert "REDUCED mode" in place_until_blocked_in_reduced_mode(platform)
     finally:
-        if platform.control_plane is None or platform.control_plane.poll() is not None:
-            platform.start_control_plane()
+        platform.wait_control_plane_serving(CONTROL_PLANE_RESTART_DELAY_S + 60)
         control(platform, "resume", "e2e drill over")
+        control(platform, "mode", "e2e drill over", "normal")
     assert place_until(platform, {"FILLED"})["state"] == "FILLED"
+
+
+def place_until_blocked_in_reduced_mode(platform: Platform, timeout_s: float = 3.0) -> str:
+    """Place 3,000 AAPL ($568,500: inside the $1,000,000 max notional, outside half of it)
+    until risk blocks it on the halved limit; that policy's reason."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = place(platform, order_body(quantity=3000))
+        assert response.status_code in (200, 201), response.text
+        reasons = {
+            d["policy"]: d["reason"]
+            for d in response.json().get("risk_decisions", [])
+            if d["result"] == "FAIL"
+        }
+        notional = reasons.get("max_notional", "")
+        if "REDUCED mode" in notional or time.monotonic() > deadline:
+            return notional
+        time.sleep(0.2)
 
 
 # --- replay and audit (the tamper test must stay last) ----------------------------------

@@ -1,7 +1,9 @@
-"""The supervisor: per-service environment, and that `up` leaves no process behind."""
+"""The supervisor: per-service environment, that `up` leaves no process behind, and that it
+restarts the control plane while the data plane keeps running."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import random
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from brokermesh.mesh.config import ServiceSettings, load, parse_upstreams
@@ -22,8 +25,10 @@ from brokermesh.platform import PlatformError
 from brokermesh.platform.layout import Layout
 from brokermesh.platform.nats import LocalNats
 from brokermesh.platform.postgres import LocalPostgres
+from brokermesh.platform.status import grpc_health
 from brokermesh.platform.supervisor import (
     process_env,
+    restarts_on_exit,
     select_manifests,
     service_command,
     service_env,
@@ -127,6 +132,12 @@ def test_command_runs_the_entry_module_with_this_interpreter() -> None:
     assert command == f"exec {sys.executable} -m brokermesh.services.venue_sim"
 
 
+def test_only_the_control_plane_is_restarted_when_it_exits() -> None:
+    restarted = [m.name for m in MANIFESTS if restarts_on_exit(m)]
+
+    assert restarted == ["control-plane"]
+
+
 def test_postgres_and_nats_stop_without_leaving_a_process(platform_dir: Path) -> None:
     pg = LocalPostgres(platform_dir / "postgres", port=free_port())
     nats = LocalNats(platform_dir / "nats", port=free_port(), monitor_port=free_port())
@@ -175,9 +186,95 @@ def test_up_gives_up_on_a_service_that_is_not_healthy_in_time(platform_dir: Path
     assert not (platform_dir / "postgres" / "postmaster.pid").exists()
 
 
+@pytest.mark.timeout(240)
+def test_up_restarts_the_control_plane_while_the_data_plane_keeps_running(
+    platform_dir: Path,
+) -> None:
+    # Arrange: the control plane and one data-plane service, up and SERVING.
+    offset = _free_offset(["control-plane", "venue-xnas"])
+    layout = Layout(platform_dir, offset)
+    control_address = layout.grpc_address(by_name("control-plane"))
+    venue_address = layout.grpc_address(by_name("venue-xnas"))
+    with _running_up(
+        platform_dir, offset, "control-plane,venue-xnas", 90, "--restart-delay", "0.5"
+    ) as (up, log):
+        _wait_for_text(up, log, "platform is up")
+        control = _service_process(up, "brokermesh.services.control_plane")
+        venue = _service_process(up, "brokermesh.services.venue_sim")
+
+        # Act: the control plane dies.
+        control.kill()
+        control.wait(timeout=10)
+
+        # Assert: reported, restarted, and the data plane never noticed.
+        _wait_for_text(up, log, "control-plane exited; the other processes keep running")
+        restarted = _wait_for_new_service_process(up, "brokermesh.services.control_plane", control)
+        assert _serving_within(control_address, 60), log.read_text()
+        assert venue.is_running()
+        assert _service_process(up, "brokermesh.services.venue_sim").pid == venue.pid
+        assert _serving_within(venue_address, 5), log.read_text()
+        assert up.poll() is None, log.read_text()
+
+        # A data-plane process that exits still stops everything.
+        venue.kill()
+        returncode = up.wait(timeout=60)
+
+    output = log.read_text()
+    assert returncode != 0, output
+    assert "venue-xnas exited; stopping everything" in output
+    assert wait_gone([restarted.pid, venue.pid]) == [], output
+    assert processes_using(str(platform_dir)) == [], output
+
+
+def _wait_for_text(
+    up: subprocess.Popen[bytes], log: Path, text: str, timeout_s: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert up.poll() is None, f"up exited before {text!r}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r}:\n{log.read_text()}"
+        time.sleep(0.2)
+
+
+def _service_processes(up: subprocess.Popen[bytes], module: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(up.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if module in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
+def _service_process(up: subprocess.Popen[bytes], module: str) -> psutil.Process:
+    (process,) = _service_processes(up, module)
+    return process
+
+
+def _wait_for_new_service_process(
+    up: subprocess.Popen[bytes], module: str, old: psutil.Process
+) -> psutil.Process:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        fresh = [p for p in _service_processes(up, module) if p.pid != old.pid]
+        if fresh:
+            return fresh[0]
+        time.sleep(0.1)
+    raise AssertionError(f"{module} was not started again")
+
+
+def _serving_within(address: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        serving, _ = asyncio.run(grpc_health(address, timeout_s=1.0))
+        if serving:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @contextlib.contextmanager
 def _running_up(
-    data_dir: Path, offset: int, only: str, health_timeout: float
+    data_dir: Path, offset: int, only: str, health_timeout: float, *extra: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """``brokermesh up`` as a subprocess; stopped with SIGTERM (SIGKILL only as a last
     resort, which would orphan its children) whatever the test did."""
@@ -193,6 +290,7 @@ def _running_up(
         only,
         "--health-timeout",
         str(health_timeout),
+        *extra,
     ]
     with log.open("w") as out:
         up = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -209,8 +307,8 @@ def _running_up(
 
 
 def _watch_until_services_spawned(up: subprocess.Popen[bytes], data_dir: Path) -> set[int]:
-    """Every pid of the running platform: ``up``'s tree (NATS, honcho's runners, the
-    services) and the postmaster's, collected once the services were started."""
+    """Every pid of the running platform: ``up``'s tree (NATS and the services) and the
+    postmaster's, collected once the control plane was started."""
     pids: set[int] = set()
     pid_file = data_dir / "postgres" / "postmaster.pid"
     deadline = time.monotonic() + 90
@@ -219,7 +317,9 @@ def _watch_until_services_spawned(up: subprocess.Popen[bytes], data_dir: Path) -
         postmaster = _postmaster(pid_file)
         if postmaster:
             pids |= process_tree(postmaster)
-        if (data_dir / "platform.json").exists() and len(process_tree(up.pid)) >= 4:
+        if (data_dir / "platform.json").exists() and _service_processes(
+            up, "brokermesh.services.control_plane"
+        ):
             break
         time.sleep(0.2)
     time.sleep(0.5)

@@ -3,7 +3,9 @@
 Every action calls the control-plane service over gRPC and prints its answer
 as JSON on stdout; a failed call prints ``{"error": CODE, "message": ...}`` on
 stderr and exits 1. Changes name the operator making them and a reason, both
-of which land in the audit trail (``brokermesh control history``).
+of which land in the audit trail (``brokermesh control history``). Locally the
+operator name is self-declared: nothing authenticates the caller. In the mesh
+the control plane also records the caller's mTLS identity.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def _connection_arguments(parser: argparse.ArgumentParser, *, defaults: bool) ->
 def _change_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", required=True, help="why, for the audit trail")
     parser.add_argument(
-        "--operator", required=True, metavar="OPS-ID", help="id of the operator making the change"
+        "--operator",
+        required=True,
+        metavar="OPS-ID",
+        help="id of the operator making the change (recorded as given: self-declared locally)",
     )
 
 

@@ -13,7 +13,8 @@ def register(subparsers: Any) -> None:
         "up",
         help="run the platform locally",
         description="Start PostgreSQL and NATS, apply migrations and JetStream assets, then run "
-        "every service under honcho until Ctrl-C or SIGTERM.",
+        "every service until Ctrl-C or SIGTERM. A control-plane process that exits is restarted; "
+        "a data-plane process that exits stops everything.",
     )
     add_layout_arguments(parser, remembered_offset=False)
     parser.add_argument(
@@ -30,6 +31,14 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="stop everything if a service is not SERVING by then (default 60)",
     )
+    parser.add_argument(
+        "--restart-delay",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait before restarting an exited control-plane process; doubles with each "
+        "quick exit, up to 30 (default 1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -45,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             port_offset=args.port_offset or 0,
             only=args.only,
             health_timeout_s=args.health_timeout,
+            restart_delay_s=args.restart_delay,
         )
     )
 
@@ -52,3 +62,13 @@ def run(args: argparse.Namespace) -> int:
 def split_names(text: str) -> tuple[str, ...]:
     """``"oms, risk"`` -> ``("oms", "risk")``."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value

@@ -1,19 +1,22 @@
 """``brokermesh up``: PostgreSQL, NATS, migrations and JetStream assets, then every service.
 
 PostgreSQL (via pg_ctl) and NATS (a subprocess of ours) start first and stop
-last; they are not honcho processes because the services depend on them and
-must stop before them. The services run under honcho, one process each, with
-their output prefixed by name. A watcher thread polls every service's gRPC
-health until all report SERVING, then prints the platform's addresses; when
-one is still not serving at the deadline, everything stops and ``up`` exits
-non-zero. SIGINT or SIGTERM stops the services (SIGTERM, then SIGKILL after a
-grace period), then NATS, then PostgreSQL.
+last; they are not supervised processes because the services depend on them
+and must stop before them. The services run under
+:class:`~brokermesh.platform.processes.Supervisor`, one process each, with
+their output prefixed by name. A control-plane process that exits is
+reported and restarted with backoff while the data plane keeps trading on
+the last known controls; a data-plane process that exits stops everything.
+A watcher thread polls every service's gRPC health until all report SERVING,
+then prints the platform's addresses; when one is still not serving at the
+deadline, everything stops and ``up`` exits non-zero. SIGINT or SIGTERM
+stops the services (SIGTERM, then SIGKILL after a grace period), then NATS,
+then PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import shlex
@@ -22,21 +25,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from honcho.manager import KILL_WAIT, SYSTEM_PRINTER_NAME, Manager
-from honcho.printer import Message, Printer
+from honcho.printer import Printer
 
-from brokermesh.mesh.manifest import ServiceManifest
+from brokermesh.mesh.manifest import Plane, ServiceManifest
 from brokermesh.platform import PlatformError
 from brokermesh.platform.layout import HOST, OWNER_ROLE, Layout, clear_state, write_state
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.platform.postgres import LocalPostgres
+from brokermesh.platform.processes import Supervisor
 from brokermesh.platform.status import (
     Targets,
     check_all,
@@ -51,12 +54,9 @@ _LOGGER = logging.getLogger(__name__)
 
 ENV_PREFIX = "BROKERMESH_"
 #: Drain time the supervisor gives services unless the caller's environment sets one:
-#: honcho sends SIGKILL KILL_WAIT (5) seconds after the first service stopped, and a
+#: the supervisor sends SIGKILL ``processes.KILL_WAIT_S`` (5) seconds after SIGTERM, and a
 #: service needs the rest of that for its own ``stop``.
 SERVICE_SHUTDOWN_GRACE_S = "3"
-#: SIGKILL everything this long after a stop was requested, even if no service has
-#: exited yet (honcho only starts its own kill clock after one has).
-KILL_BACKSTOP_S = KILL_WAIT + 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,9 @@ class UpOptions:
     #: Names of the services to start; empty starts all of them.
     only: tuple[str, ...] = ()
     health_timeout_s: float = 60.0
+    #: Seconds before an exited control-plane process is started again; doubles with
+    #: each quick exit, up to 30 s.
+    restart_delay_s: float = 1.0
 
 
 def select_manifests(
@@ -132,7 +135,7 @@ def process_env(
 
 
 def service_command(manifest: ServiceManifest) -> str:
-    """The shell command honcho runs; ``exec`` so the signal reaches Python, not a shell."""
+    """The shell command the supervisor runs; ``exec`` so signals reach Python, not a shell."""
     return "exec " + shlex.join([sys.executable, "-m", manifest.entry_module])
 
 
@@ -155,7 +158,7 @@ def up(options: UpOptions) -> int:
         nats.start()
         asyncio.run(_prepare(pg, nats, layout, manifests))
         write_state(layout, [m.name for m in manifests])
-        return _run_services(layout, manifests, options.health_timeout_s)
+        return _run_services(layout, manifests, options)
     finally:
         # A second Ctrl-C must not abandon the cleanup half-way.
         for sig in previous:
@@ -199,120 +202,60 @@ async def _prepare(
     ensure_key_pair(layout.data_dir / "keys")
 
 
-def _run_services(
-    layout: Layout, manifests: Sequence[ServiceManifest], health_timeout_s: float
-) -> int:
-    """Run ``manifests`` under honcho until they stop; the exit code ``up`` returns."""
-    watcher = _HealthWatcher(layout, manifests, timeout_s=health_timeout_s)
-    manager = _Manager(Printer(sys.stdout), on_started=watcher.start)
-    watcher.manager = manager
+def restarts_on_exit(manifest: ServiceManifest) -> bool:
+    """Whether ``up`` restarts ``manifest``'s process when it exits: the control plane's.
+
+    The data plane does not depend on the control plane, so losing it is no
+    reason to stop trading; a data-plane process that exits leaves the
+    platform broken, and everything stops.
+    """
+    return manifest.plane == Plane.CONTROL
+
+
+def _run_services(layout: Layout, manifests: Sequence[ServiceManifest], options: UpOptions) -> int:
+    """Run ``manifests`` under the supervisor until they stop; the exit code ``up`` returns."""
+    supervisor = Supervisor(Printer(sys.stdout), restart_delay_s=options.restart_delay_s)
+    watcher = _HealthWatcher(layout, manifests, supervisor, timeout_s=options.health_timeout_s)
     for manifest in manifests:
-        manager.add_process(
+        supervisor.add(
             manifest.name,
             service_command(manifest),
             env=process_env(manifest, layout),
             cwd=str(Path.cwd()),
+            restart=restarts_on_exit(manifest),
         )
     try:
-        manager.loop()
+        supervisor.run(on_started=watcher.start)
     finally:
-        manager.finish()
         watcher.stop()
 
     if watcher.unhealthy:
         return 1
-    code = manager.returncode
+    code = supervisor.returncode
     if code is None:
         return 0
     if code < 0:
         # A service killed by a signal: report it the way a shell would.
         return 128 - code
     # A service that exited by itself, even with 0, is a failed platform.
-    return 1 if code == 0 and not manager.signalled else code
-
-
-class _Manager(Manager):
-    """honcho's Manager, plus a hook once all processes are forked and a stop enforcer.
-
-    honcho learns each child's pid from its event queue, so a stop requested right
-    after the start could miss a child whose pid it has not read yet; and it starts
-    its SIGKILL clock only once some child has exited. The enforcer thread closes
-    both gaps. Relies on honcho 2.0.0 internals (``_start``, ``_killall``,
-    ``_processes``, ``_terminating``), pinned in pyproject.
-    """
-
-    def __init__(self, printer: Printer, *, on_started: Callable[[], None]) -> None:
-        super().__init__(printer)
-        self._on_started = on_started
-        self._finished = threading.Event()
-        self._missed = threading.Event()
-        self.signalled = False
-
-    def _start(self) -> None:
-        super()._start()
-        # Threads start only after honcho forked its process runners.
-        self._on_started()
-
-    def terminate(self) -> None:
-        # honcho's signal handler sets these codes just before calling terminate().
-        if self.returncode in (130, 143):
-            self.signalled = True
-        first = not self._terminating
-        super().terminate()
-        if first:
-            threading.Thread(target=self._enforce_stop, name="stop-enforcer", daemon=True).start()
-
-    def _killall(self, force: bool = False) -> None:
-        for name, proc in list(self._processes.items()):
-            if "returncode" in proc:
-                continue
-            if "pid" not in proc:
-                self._missed.set()
-                continue
-            signame = "SIGKILL" if force else "SIGTERM"
-            self._system_print(f"sending {signame} to {name} (pid {proc['pid']})\n")
-            if force:
-                self._procmgr.kill(proc["pid"])
-            else:
-                self._procmgr.terminate(proc["pid"])
-
-    def _enforce_stop(self) -> None:
-        began = time.monotonic()
-        while not self._all_started() and time.monotonic() - began < KILL_BACKSTOP_S:
-            time.sleep(0.05)
-        if self._missed.is_set():
-            self._missed.clear()
-            self._killall()
-        if not self._finished.wait(max(0.0, KILL_BACKSTOP_S - (time.monotonic() - began))):
-            self.kill()
-
-    def finish(self) -> None:
-        """Called once ``loop`` returned: nothing is left to enforce."""
-        self._finished.set()
-
-    def say(self, text: str) -> None:
-        """Print through honcho's event queue, so lines never interleave with services'."""
-        self.events.put(
-            Message(
-                type="line",
-                data=text + "\n",
-                time=datetime.datetime.now(),
-                name=SYSTEM_PRINTER_NAME,
-                colour=None,
-            )
-        )
+    return 1 if code == 0 and not supervisor.signalled else code
 
 
 class _HealthWatcher:
     """Waits in a thread until every service reports SERVING, then prints the table."""
 
     def __init__(
-        self, layout: Layout, manifests: Sequence[ServiceManifest], *, timeout_s: float
+        self,
+        layout: Layout,
+        manifests: Sequence[ServiceManifest],
+        supervisor: Supervisor,
+        *,
+        timeout_s: float,
     ) -> None:
         self.layout = layout
         self.manifests = tuple(manifests)
         self.timeout_s = timeout_s
-        self.manager: _Manager | None = None
+        self.supervisor = supervisor
         #: Services still not serving when the deadline passed.
         self.unhealthy: list[str] = []
         self._stopping = threading.Event()
@@ -330,7 +273,6 @@ class _HealthWatcher:
         asyncio.run(self._watch())
 
     async def _watch(self) -> None:
-        assert self.manager is not None
         pending = {m.name: self.layout.grpc_address(m) for m in self.manifests}
         deadline = time.monotonic() + self.timeout_s
         while pending and not self._stopping.is_set():
@@ -347,16 +289,16 @@ class _HealthWatcher:
                 break
             if time.monotonic() > deadline:
                 self.unhealthy = sorted(pending)
-                self.manager.say(
+                self.supervisor.say(
                     f"not healthy after {self.timeout_s:g} s: "
                     f"{', '.join(self.unhealthy)}; stopping everything"
                 )
-                self.manager.terminate()
+                self.supervisor.stop()
                 return
             await asyncio.sleep(0.5)
         if not pending and not self._stopping.is_set():
             rows = await check_all(self._targets(), timeout_s=2.0)
-            self.manager.say("platform is up\n" + format_table(rows))
+            self.supervisor.say("platform is up\n" + format_table(rows))
 
     def _targets(self) -> Targets:
         layout = self.layout
@@ -405,7 +347,7 @@ def _port_free(port: int) -> bool:
 
 
 def _raise_system_exit(signum: int, frame: FrameType | None) -> NoReturn:
-    # Until honcho installs its own handlers, SIGTERM must unwind through our finally.
+    # Until the supervisor installs its own handlers, SIGTERM must unwind through our finally.
     raise SystemExit(128 + signum)
 
 
