@@ -21,7 +21,9 @@ Obj = dict[str, Any]
 #: Pseudo-callees standing for the backends' pods, which no manifest describes.
 NATS = "nats"
 POSTGRES = "postgres"
+POSTGRES_INSTANCES = "postgres-instances"
 ISTIO_ROOT_NAMESPACE = "istio-system"
+DATA_NAMESPACE = "brokermesh-data"
 
 
 @dataclass(frozen=True, order=True)
@@ -51,7 +53,8 @@ class Workload:
         return f"cluster.local/ns/{self.namespace}/sa/{self.service_account}"
 
 
-#: The backends' pods, labelled as the NATS Helm chart and CloudNativePG label them.
+#: The backends' pods, labelled as the NATS Helm chart and CloudNativePG label them; the
+#: services reach PostgreSQL through the PgBouncer pooler.
 BACKENDS: dict[Backend, tuple[Workload, int]] = {
     Backend.NATS: (
         Workload(
@@ -70,6 +73,27 @@ BACKENDS: dict[Backend, tuple[Workload, int]] = {
         5432,
     ),
 }
+
+#: The PostgreSQL instances themselves; the brokermesh-pg-rw service leads to the primary.
+INSTANCES = Workload(
+    POSTGRES_INSTANCES,
+    DATA_NAMESPACE,
+    {"cnpg.io/cluster": "brokermesh-pg", "cnpg.io/podRole": "instance"},
+)
+INSTANCES_PORT = 5432
+
+#: Services that reach the PostgreSQL instances directly instead of through the pooler, and
+#: why. Any other service's path to the instances is reported.
+SESSION_CLIENTS: dict[str, str] = {
+    "ledger": (
+        "the outbox relay LISTENs and holds a session advisory lock so that one ledger relays "
+        "at a time; PgBouncer in transaction mode can carry neither "
+        "(BROKERMESH_LEDGER_RELAY_DATABASE_URL)"
+    ),
+}
+
+#: Callees outside the mesh (no sidecar, their own TLS), which no AuthorizationPolicy guards.
+OUTSIDE_MESH = frozenset({POSTGRES, POSTGRES_INSTANCES})
 
 
 @dataclass
@@ -110,6 +134,8 @@ def expected_edges(
         for backend in m.backends:
             workload, port = BACKENDS[backend]
             internal.add(Edge(m.name, workload.name, port))
+        if Backend.POSTGRES in m.backends and m.name in SESSION_CLIENTS:
+            internal.add(Edge(m.name, INSTANCES.name, INSTANCES_PORT))
     return internal, external
 
 
@@ -374,13 +400,13 @@ def compare(expected: set[Edge], allowed: set[Edge], what: str) -> list[str]:
 def call_graph_problems(objects: Sequence[Obj], manifests: Sequence[ServiceManifest]) -> list[str]:
     """Every difference between the manifests' call graph and the rendered policies."""
     services = service_workloads(objects, manifests)
-    targets = [*services, *(workload for workload, _ in BACKENDS.values())]
+    targets = [*services, *(workload for workload, _ in BACKENDS.values()), INSTANCES]
     internal, external = expected_edges(manifests, (w.name for w in services))
 
     istio = istio_allowed(objects, services, targets)
     network = network_allowed(objects, services, targets, manifests, namespace_labels(objects))
     # PostgreSQL runs outside the mesh (its own TLS), so no AuthorizationPolicy guards it.
-    in_mesh = {e for e in internal if e.callee != POSTGRES}
+    in_mesh = {e for e in internal if e.callee not in OUTSIDE_MESH}
     return [
         *istio.problems,
         *network.problems,

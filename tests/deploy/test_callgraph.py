@@ -10,7 +10,7 @@ import pytest
 from brokermesh.mesh.manifest import ServiceManifest
 from brokermesh.services.registry import MANIFESTS
 
-from .callgraph import Edge, call_graph_problems, expected_edges
+from .callgraph import INSTANCES, Edge, call_graph_problems, expected_edges
 from .render import OVERLAYS, Obj, find
 
 
@@ -138,3 +138,46 @@ def test_venue_egress_on_a_port_no_fix_peer_uses_is_reported(
 
     assert any("192.0.2.0/28:443, which is no FIX peer" in p for p in problems)
     assert any("venue-gateway -> venue-xnas:9881 is used by the code" in p for p in problems)
+
+
+def test_the_ledger_relays_session_is_the_only_edge_to_the_postgres_instances() -> None:
+    internal, _ = expected_edges(MANIFESTS, (m.name for m in MANIFESTS))
+
+    assert {e for e in internal if e.callee == INSTANCES.name} == {
+        Edge("ledger", INSTANCES.name, 5432)
+    }
+
+
+def test_a_relay_without_its_path_to_the_instances_is_reported(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = copy.deepcopy(rendered["prod"])
+    policy = find(objects, "NetworkPolicy", "ledger", "brokermesh-data")
+    policy["spec"]["egress"] = [
+        rule
+        for rule in policy["spec"]["egress"]
+        if rule["to"][0].get("podSelector", {}).get("matchLabels") != dict(INSTANCES.labels)
+    ]
+
+    problems = call_graph_problems(objects, MANIFESTS)
+
+    assert problems == [
+        "NetworkPolicy egress: ledger -> postgres-instances:5432 is used by the "
+        "code (manifests) but not allowed"
+    ]
+
+
+def test_another_service_admitted_to_the_instances_is_reported(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = copy.deepcopy(rendered["prod"])
+    policy = find(objects, "NetworkPolicy", "brokermesh-pg-instances", "brokermesh-data")
+    policy["spec"]["ingress"][0]["from"].append(
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "oms"}}}
+    )
+
+    problems = call_graph_problems(objects, MANIFESTS)
+
+    assert problems == [
+        "NetworkPolicy ingress: oms -> postgres-instances:5432 is allowed but no manifest uses it"
+    ]
