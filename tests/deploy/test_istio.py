@@ -13,6 +13,10 @@ from .budget import load_budget, ms
 from .render import OVERLAYS, Obj, find, key, of_kind
 
 SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
+#: Services that keep per-account state in memory, and the metadata order entry names the
+#: account in; every call for one account must reach the same replica of each.
+ACCOUNT_AFFINITY = frozenset({"oms", "risk"})
+ACCOUNT_HEADER = "x-brokermesh-account"
 NAMESPACES = ("brokermesh-control", "brokermesh-data", "brokermesh-nats")
 
 
@@ -174,3 +178,22 @@ def test_the_control_plane_admits_nothing_but_metrics_scrapes(
 
     assert {p["metadata"]["name"] for p in policies} == {"allow-nothing", "allow-prometheus-scrape"}
     assert not any(m.calls and set(m.calls) & control for m in MANIFESTS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_oms_and_risk_route_every_call_for_one_account_to_the_same_replica(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    balancers = {
+        r["metadata"]["name"]: r["spec"]["trafficPolicy"].get("loadBalancer", {})
+        for r in of_kind(rendered[overlay], "DestinationRule")
+    }
+
+    for name, balancer in balancers.items():
+        hashing = balancer.get("consistentHash")
+        if name in ACCOUNT_AFFINITY:
+            assert hashing and hashing["httpHeaderName"] == ACCOUNT_HEADER, name
+            assert "simple" not in balancer, name
+        else:
+            assert hashing is None, f"{name} is pinned by {hashing} without per-account state"
+    assert ACCOUNT_AFFINITY <= set(balancers)
