@@ -166,7 +166,7 @@ def test_only_the_ingress_gateway_reaches_the_rest_gateways_http_port(
     ]
 
 
-def test_the_control_plane_admits_nothing_but_metrics_scrapes(
+def test_the_control_plane_admits_metrics_scrapes_and_the_operators_toolbox_only(
     rendered: dict[str, list[Obj]],
 ) -> None:
     control = {m.name for m in MANIFESTS if m.plane is Plane.CONTROL}
@@ -176,7 +176,12 @@ def test_the_control_plane_admits_nothing_but_metrics_scrapes(
         if p["metadata"]["namespace"] == "brokermesh-control"
     ]
 
-    assert {p["metadata"]["name"] for p in policies} == {"allow-nothing", "allow-prometheus-scrape"}
+    # control-plane admits the ops toolbox alone (test_operations.py).
+    assert {p["metadata"]["name"] for p in policies} == {
+        "allow-nothing",
+        "allow-prometheus-scrape",
+        "control-plane",
+    }
     assert not any(m.calls and set(m.calls) & control for m in MANIFESTS)
 
 
