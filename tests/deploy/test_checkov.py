@@ -34,6 +34,12 @@ ALLOWED_SUPPRESSIONS = {
 }
 
 
+def _has_make_target(target: str) -> bool:
+    """Whether the Makefile or one of the mk/*.mk files it includes defines ``target``."""
+    files = [REPO / "Makefile", *sorted((REPO / "mk").glob("*.mk"))]
+    return any(line.startswith(f"{target}:") for f in files for line in f.read_text().splitlines())
+
+
 def checkov_executable() -> str:
     """The checkov to run: $BROKERMESH_CHECKOV, .venv-checkov's, the one beside this Python,
     or PATH's."""
@@ -140,6 +146,10 @@ def test_every_checkov_suppression_names_its_reason(
                 for env in c.get("env", [])
             ):
                 problems.append(f"{key(obj)} suppresses CKV_K8S_35 but reads no secret from env")
+            if check == "CKV_K8S_43" and not (
+                "make release-pin" in reason and _has_make_target("release-pin")
+            ):
+                problems.append(f"{key(obj)} suppresses CKV_K8S_43 without a working way to pin")
             containers = obj["spec"]["template"]["spec"]["containers"]
             if check == "CKV_K8S_8" and any(
                 c.get("ports") or "readinessProbe" not in c for c in containers

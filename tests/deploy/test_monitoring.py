@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
+from brokermesh.mesh.manifest import Backend
+
 from .budget import load_budget
-from .render import Obj, find, of_kind
+from .callgraph import BACKENDS
+from .render import REPO, Obj, find, key, of_kind
+
+NATS_VALUES = REPO / "k8s" / "engines" / "nats" / "values.yaml"
 
 
 def slos() -> dict[str, list[str]]:
@@ -99,3 +106,36 @@ def test_the_rules_use_the_platforms_metric_names(rendered: dict[str, list[Obj]]
 
     for metric in METRICS:
         assert metric in text, metric
+
+
+def test_every_monitor_and_rule_carries_the_label_prometheus_selects(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    kinds = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    unlabelled = [
+        key(o)
+        for o in rendered["prod"]
+        if o["kind"] in kinds
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "brokermesh"
+    ]
+
+    assert not unlabelled
+
+
+def test_nats_metrics_are_scraped_over_mutual_tls_like_every_service(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    values = yaml.safe_load(NATS_VALUES.read_text())["promExporter"]
+    objects = rendered["prod"]
+    nats, _ = BACKENDS[Backend.NATS]
+    service = find(objects, "Service", "nats-metrics", nats.namespace)
+    monitor = find(objects, "ServiceMonitor", "brokermesh", nats.namespace)["spec"]
+    services_monitor = find(objects, "ServiceMonitor", "brokermesh", "brokermesh-data")["spec"]
+    (port,) = service["spec"]["ports"]
+
+    assert values["enabled"] is True and values["podMonitor"]["enabled"] is False
+    assert service["spec"]["selector"] == dict(nats.labels)
+    assert port["targetPort"] == values["port"]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["endpoints"] == services_monitor["endpoints"]
+    assert monitor["endpoints"][0]["port"] == port["name"]
