@@ -60,12 +60,15 @@ def _string_constants(package: Path, name: str) -> tuple[str, ...] | None:
     """The strings of the module-level tuple ``name`` in ``package``, if it defines one."""
     for path in sorted(package.rglob("*.py")):
         for node in ast.parse(path.read_text(), str(path)).body:
-            target = node.target if isinstance(node, ast.AnnAssign) else None
-            if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                target = node.targets[0]
-            if not (isinstance(target, ast.Name) and target.id == name and node.value):
+            target: ast.expr
+            if isinstance(node, ast.AnnAssign):
+                target, value = node.target, node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            else:
                 continue
-            value = node.value
+            if not (isinstance(target, ast.Name) and target.id == name):
+                continue
             if isinstance(value, ast.Tuple) and all(
                 isinstance(e, ast.Constant) and isinstance(e.value, str) for e in value.elts
             ):

@@ -116,7 +116,7 @@ def _runtime_closure() -> dict[str, str]:
     seen: dict[str, str] = {}
     pending = ["brokermesh"]
     while pending:
-        name = canonicalize_name(pending.pop())
+        name = str(canonicalize_name(pending.pop()))
         if name in seen:
             continue
         seen[name] = metadata.version(name)
@@ -129,8 +129,8 @@ def _runtime_closure() -> dict[str, str]:
 
 
 def test_the_lock_pins_every_runtime_dependency_at_the_tested_version() -> None:
-    pins = {
-        canonicalize_name(name): version
+    pins: dict[str, str] = {
+        str(canonicalize_name(name)): version
         for name, _, version in (
             line.strip().partition("==")
             for line in (REPO / "requirements.lock").read_text().splitlines()
