@@ -35,7 +35,7 @@ BACKEND_SETTINGS: Mapping[str, Backend] = {
 }
 #: Settings whose use means a session of its own on the PostgreSQL primary.
 SESSION_SETTINGS = frozenset({"relay_database_url", "relay_dsn"})
-#: Helpers that choose a callee at run time, and the module-level constant that feeds them:
+#: Functions that choose a callee at run time, and the module-level constant that feeds them:
 #: the gateway binds each HTTP route to the service in its manifest's ``calls`` that serves
 #: the route's gRPC service, for every gRPC service its package lists in ``FRONTS``.
 INDIRECT_CALLEES: Mapping[str, str] = {"_callee": "FRONTS"}
@@ -85,13 +85,13 @@ def _called_name(node: ast.Call) -> str:
 
 
 def _indirect_callees(
-    package: Path, helper: str, manifests: Sequence[ServiceManifest], graph: CodeGraph
+    package: Path, function: str, manifests: Sequence[ServiceManifest], graph: CodeGraph
 ) -> set[str]:
-    """The services an indirection helper can resolve to: the servers of its constant's."""
-    constant = INDIRECT_CALLEES[helper]
+    """The services an indirection function can resolve to: the servers of its constant's."""
+    constant = INDIRECT_CALLEES[function]
     grpc_services = _string_constants(package, constant)
     if grpc_services is None:
-        graph.problems.append(f"{package.name}: {helper}() is fed by {constant}, not found")
+        graph.problems.append(f"{package.name}: {function}() is fed by {constant}, not found")
         return set()
     callees = set()
     for grpc_service in grpc_services:

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -19,7 +20,14 @@ from .render import REPO, Obj, load, of_kind, render
 
 DOCKERFILE = REPO / "Dockerfile"
 MAKEFILE = REPO / "mk" / "images.mk"
-IMAGE = "ghcr.io/brokermesh/brokermesh"
+#: The image the overlays run, as the prod overlay names it.
+IMAGE = next(
+    i["newName"]
+    for i in yaml.safe_load(
+        (REPO / "k8s" / "overlays" / "prod" / "kustomization.yaml").read_text()
+    )["images"]
+    if i["name"] == "brokermesh"
+)
 
 
 def stages() -> list[list[str]]:
