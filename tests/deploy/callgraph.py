@@ -10,9 +10,9 @@ allow that the code does not use.
 
 Whatever the comparison cannot map to a service is refused unless :data:`PEERS` or
 :data:`PORT_RANGES` list it, with the reason, in this one place: a principal or a pod selector
-that is no service of the manifests and no listed peer, a namespace chosen by anything but its
-name, a peer in another namespace, a path to the PostgreSQL instances other than
-:data:`SESSION_CLIENTS`', and a NetworkPolicy port range (``endPort``).
+that is no service of the manifests and no listed peer (in another namespace or the same), a
+namespace chosen by anything but its name, a path to the PostgreSQL instances for a service
+that :data:`SESSION_CLIENTS` does not name, and a NetworkPolicy port range (``endPort``).
 """
 
 from __future__ import annotations
