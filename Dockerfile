@@ -2,8 +2,9 @@
 # One image for every brokermesh service. The entry point is `python -m`; the command names
 # the service module, e.g. `docker run IMAGE brokermesh.services.oms` (Kubernetes: args).
 #
-# The base is pinned by version tag; CI resolves it to a digest when it pushes the image,
-# and the overlays pin the pushed image (docs/deployment.md, "Images").
+# The base is pinned by version tag (append @sha256:... to pin its digest too). The overlays
+# name the pushed brokermesh image by tag; `make release-pin` pins its digest in an overlay
+# (docs/deployment.md, "Images").
 ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
 # ---------------------------------------------------------------------------- builder
@@ -16,21 +17,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-COPY pyproject.toml setup.py ./
+COPY pyproject.toml setup.py requirements.lock ./
 COPY src/ src/
 COPY mesh/ mesh/
 COPY services/ services/
 COPY gen/ gen/
 
+# requirements.lock pins the whole resolved dependency set, so the image runs the versions
+# the tests ran; setup.py's package data carries the migrations and reference data.
 # Every dependency ships wheels (quickfix-py included), so no compiler is needed here either.
-RUN /opt/venv/bin/pip install --no-compile . \
+RUN /opt/venv/bin/pip install --no-compile -c requirements.lock . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
-
-# setup.py declares only *.pyi and py.typed as package data; until it also names the data
-# files, copy them (migrations/*.sql, data/securities.csv) beside the installed modules.
-RUN cd src \
-    && find brokermesh -type f ! -name '*.py' ! -path '*__pycache__*' \
-        -exec cp --parents {} /opt/venv/lib/python3.11/site-packages/ \;
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

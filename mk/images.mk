@@ -18,3 +18,18 @@ images:
 		exit 1; \
 	fi; \
 	"$$engine" build --file Dockerfile --tag '$(IMAGE):$(IMAGE_TAG)' .
+
+# Pin the image an overlay runs to the digest of the pushed image before a release:
+#   make release-pin DIGEST=sha256:<64 hex digits> [OVERLAY=prod]
+# It edits k8s/overlays/$(OVERLAY)/kustomization.yaml (tools/pin_image.py); commit the result.
+OVERLAY ?= prod
+OVERLAY_DIR ?= k8s/overlays/$(OVERLAY)
+PIN_PYTHON ?= .venv/bin/python
+
+.PHONY: release-pin
+release-pin:
+	@if [ -z '$(DIGEST)' ]; then \
+		echo "make release-pin: set DIGEST=sha256:<64 hex digits>, the pushed image's digest" >&2; \
+		exit 2; \
+	fi
+	$(PIN_PYTHON) tools/pin_image.py --overlay '$(OVERLAY_DIR)' --digest '$(DIGEST)'

@@ -46,6 +46,16 @@ class LedgerSettings(ServiceSettings):
     publish_timeout_ms: int = 5_000
     #: Most PostgreSQL connections the query service holds.
     query_pool_size: int = 8
+    #: DSN of the relay's own connection; empty means ``database_url``. The relay LISTENs and
+    #: holds a session advisory lock so that one ledger publishes at a time, and both need a
+    #: real session: where ``database_url`` goes through a transaction-mode pooler, point this
+    #: at the primary itself.
+    relay_database_url: str = ""
+
+    @property
+    def relay_dsn(self) -> str:
+        """The DSN the outbox relay connects with."""
+        return self.relay_database_url or self.database_url
 
 
 class LedgerApp:
@@ -116,7 +126,7 @@ class LedgerApp:
             js = nc.jetstream(timeout=settings.publish_timeout_ms / 1000)
             await self._ensure_stream(js)
             self.relay = OutboxRelay(
-                settings.database_url,
+                settings.relay_dsn,
                 nc,
                 js,
                 batch_size=settings.relay_batch_size,

@@ -1,5 +1,5 @@
 """Validates rendered objects: built-in kinds with kubernetes-validate, custom resources
-with the offline CRD schemas in ``shared/schemas/crds`` beside the repository."""
+with the CRD schemas vendored in ``k8s/schemas/crds``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from .render import REPO, Obj, key
 
 #: Kubernetes version the built-in kinds are checked against (kubectl here is 1.32).
 KUBERNETES_VERSION = "1.32.0"
-#: ``shared/`` sits beside the repository: /work/shared locally, beside the CI clone in CI.
-CRD_SCHEMAS = REPO.parent / "shared" / "schemas" / "crds"
+#: Vendored in the repository, so a fresh clone validates offline (provenance in its README).
+CRD_SCHEMAS = REPO / "k8s" / "schemas" / "crds"
 
 
 class SchemaMissing(LookupError):
@@ -28,8 +28,8 @@ def crd_schema_dir() -> Path:
     """The folder of offline CRD schemas; SchemaMissing with the expected path if absent."""
     if not CRD_SCHEMAS.is_dir():
         raise SchemaMissing(
-            f"offline CRD schemas not found at {CRD_SCHEMAS}: the tests expect shared/ beside "
-            "the repository (shared/schemas/crds/<api group>/<kind>_<version>.json)"
+            f"offline CRD schemas not found at {CRD_SCHEMAS}: they are vendored in the "
+            "repository as k8s/schemas/crds/<api group>/<kind>_<version>.json"
         )
     return CRD_SCHEMAS
 
@@ -40,11 +40,16 @@ def is_builtin(obj: Obj) -> bool:
     return "." not in group or group.endswith(".k8s.io")
 
 
+def schema_path(api_version: str, kind: str) -> Path:
+    """Where the offline schema of a custom resource kind lives (whether or not it exists)."""
+    group, _, version = api_version.rpartition("/")
+    return crd_schema_dir() / group / f"{kind.lower()}_{version}.json"
+
+
 @functools.cache
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     """The strict JSON schema of a custom resource kind."""
-    group, _, version = api_version.rpartition("/")
-    path = crd_schema_dir() / group / f"{kind.lower()}_{version}.json"
+    path = schema_path(api_version, kind)
     if not path.is_file():
         raise SchemaMissing(f"no offline schema for {api_version} {kind} (expected {path})")
     schema = json.loads(path.read_text())

@@ -19,10 +19,20 @@ import pytest
 
 from brokermesh.cli import build_parser
 from brokermesh.cli import migrate as migrate_cli
+from brokermesh.mesh import config
 from brokermesh.mesh.manifest import Backend
+from brokermesh.services.ledger.manifest import MANIFEST as LEDGER
+from brokermesh.services.ledger.service import LedgerSettings
 from brokermesh.services.registry import MANIFESTS
 
-from .callgraph import Workload, _peer_matches, namespace_labels, selects
+from .callgraph import (
+    INSTANCES,
+    SESSION_CLIENTS,
+    Workload,
+    _peer_matches,
+    namespace_labels,
+    selects,
+)
 from .render import OVERLAYS, Obj, find, key, of_kind
 
 NAMESPACE = "brokermesh-data"
@@ -32,6 +42,10 @@ OWNER, APP = "brokermesh_owner", "brokermesh_app"
 OWNER_SECRET, APP_SECRET = f"{CLUSTER}-app", "brokermesh-pg-service"
 JOB = "brokermesh-migrate"
 RW_HOST = f"{CLUSTER}-rw.{NAMESPACE}.svc.cluster.local"
+POOLER_HOST = f"{CLUSTER}-pooler-rw.{NAMESPACE}.svc.cluster.local"
+#: Settings that carry a DSN; the ledger's relay has its own (LedgerSettings.relay_database_url).
+RELAY_DSN_SETTING = "BROKERMESH_LEDGER_RELAY_DATABASE_URL"
+DSN_SETTINGS = ("BROKERMESH_DATABASE_URL", RELAY_DSN_SETTING)
 UID = 10001
 #: Egress every pod of the namespace gets from network/namespace-defaults.yaml.
 KUBE_DNS = {
@@ -42,7 +56,7 @@ ISTIOD = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
     "podSelector": {"matchLabels": {"app": "istiod"}},
 }
-INSTANCES = {
+INSTANCES_PEER = {
     "podSelector": {"matchLabels": {"cnpg.io/cluster": CLUSTER, "cnpg.io/podRole": "instance"}}
 }
 
@@ -169,9 +183,10 @@ def test_the_database_owner_is_not_the_role_the_services_connect_as(
     objects = rendered[overlay]
     cluster = find(objects, "Cluster", CLUSTER, NAMESPACE)["spec"]
     users = {
-        urlparse(c["data"]["BROKERMESH_DATABASE_URL"]).username
+        urlparse(value).username
         for c in of_kind(objects, "ConfigMap")
-        if "BROKERMESH_DATABASE_URL" in c.get("data", {})
+        for name, value in c.get("data", {}).items()
+        if name in DSN_SETTINGS
     }
 
     assert cluster["bootstrap"]["initdb"]["owner"] == OWNER
@@ -303,7 +318,7 @@ def test_the_migration_job_reaches_postgres_and_dns_and_nothing_reaches_it(
 
     assert not problems, "\n".join(problems)
     assert egress == {
-        (dumps(INSTANCES, sort_keys=True), "TCP", 5432),
+        (dumps(INSTANCES_PEER, sort_keys=True), "TCP", 5432),
         (dumps(KUBE_DNS, sort_keys=True), "UDP", 53),
         (dumps(KUBE_DNS, sort_keys=True), "TCP", 53),
         # namespace-wide (every pod); the Job has no sidecar that would use it
@@ -337,3 +352,63 @@ def test_postgres_admits_the_migration_job_directly_and_the_pooler_does_not(
     # Its session advisory lock needs a real session: the rw service, not PgBouncer.
     assert admitted_ports(objects, f"{CLUSTER}-instances", job) == {5432}
     assert admitted_ports(objects, f"{CLUSTER}-pooler-rw", job) == set()
+
+
+# ---------------------------------------------------------------------- the ledger's relay
+def load_ledger(env: dict[str, str]) -> LedgerSettings:
+    """The ledger's settings as its process builds them from the environment ``env``."""
+    return config.load(
+        LedgerSettings, LEDGER.name, environ=env, defaults={"port": LEDGER.grpc_port}
+    )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ledger_relay_has_a_session_on_the_primary_and_queries_use_the_pooler(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    env = next(
+        c["data"]
+        for c in of_kind(rendered[overlay], "ConfigMap")
+        if c.get("data", {}).get("BROKERMESH_SERVICE") == LEDGER.name
+    )
+
+    settings = load_ledger(env)
+
+    relay = urlparse(settings.relay_dsn)
+    assert (relay.username, relay.password, relay.hostname, relay.port, relay.path) == (
+        APP,
+        None,
+        RW_HOST,
+        5432,
+        "/brokermesh",
+    )
+    assert parse_qs(relay.query).get("sslmode") == ["require"]
+    assert urlparse(settings.database_url).hostname == POOLER_HOST
+
+
+def test_without_a_relay_dsn_the_relay_uses_the_database_url() -> None:
+    dsn = "postgresql://brokermesh_app@db.example:5432/brokermesh"
+
+    settings = load_ledger({"BROKERMESH_DATABASE_URL": dsn})
+
+    assert settings.relay_dsn == dsn
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_postgres_admits_the_session_clients_directly_and_no_other_service(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    services = [
+        Workload(d["metadata"]["name"], NAMESPACE, d["spec"]["template"]["metadata"]["labels"])
+        for d in of_kind(objects, "Deployment")
+        if d["metadata"]["namespace"] == NAMESPACE
+    ]
+
+    admitted = {
+        s.name for s in services if admitted_ports(objects, f"{CLUSTER}-instances", s) == {5432}
+    }
+
+    assert admitted == set(SESSION_CLIENTS) == {"ledger"}
+    policy = find(objects, "NetworkPolicy", f"{CLUSTER}-instances", NAMESPACE)
+    assert policy["spec"]["podSelector"]["matchLabels"] == dict(INSTANCES.labels)

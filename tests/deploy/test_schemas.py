@@ -1,20 +1,38 @@
 """Every rendered object is valid against its schema: Kubernetes' own kinds in strict mode,
-custom resources (Istio, nack, CloudNativePG, Prometheus operator) against the offline CRDs."""
+custom resources (Istio, nack, CloudNativePG, Prometheus operator) against the vendored CRDs."""
 
 from __future__ import annotations
 
 import pytest
 
-from .render import OVERLAYS, TARGETS, Obj
-from .schemas import SchemaMissing, crd_schema_dir, validate
+from .render import OVERLAYS, REPO, TARGETS, Obj
+from .schemas import SchemaMissing, crd_schema_dir, is_builtin, schema_path, validate
 
 
-def test_the_offline_crd_schemas_are_beside_the_repository() -> None:
+def test_the_offline_crd_schemas_are_vendored_in_the_repository() -> None:
     try:
         folder = crd_schema_dir()
     except SchemaMissing as exc:
         pytest.fail(str(exc), pytrace=False)
+
+    assert folder.is_relative_to(REPO)
     assert any(folder.glob("*/*.json")), f"{folder} holds no schema"
+    assert (folder / "LICENSE").is_file(), "the schemas' licence is not kept beside them"
+
+
+def test_the_vendored_schemas_are_exactly_those_the_rendered_kinds_need(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    needed = {
+        schema_path(obj["apiVersion"], obj["kind"])
+        for objects in rendered.values()
+        for obj in objects
+        if not is_builtin(obj)
+    }
+    vendored = set(crd_schema_dir().glob("*/*.json"))
+
+    assert not needed - vendored, f"rendered kinds without a schema: {sorted(needed - vendored)}"
+    assert not vendored - needed, f"schemas no rendered object uses: {sorted(vendored - needed)}"
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

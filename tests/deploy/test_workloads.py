@@ -16,6 +16,8 @@ from .render import OVERLAYS, Obj, find, of_kind
 
 NAMESPACE = {Plane.CONTROL: "brokermesh-control", Plane.DATA: "brokermesh-data"}
 DEV_ONLY = {"venue-xnas", "venue-arca"}
+#: Deployments that run no service: the operators' toolbox (test_operations.py).
+TOOLBOXES = {"ops-toolbox"}
 IMAGE = "ghcr.io/brokermesh/brokermesh"
 UID = 10001
 METRICS_PORT = 9464
@@ -82,7 +84,7 @@ def test_the_simulated_venues_run_only_in_dev(rendered: dict[str, list[Obj]]) ->
 
     assert DEV_ONLY <= names("dev")
     assert not DEV_ONLY & names("prod")
-    assert names("prod") == {m.name for m in deployed("prod")}
+    assert names("prod") - TOOLBOXES == {m.name for m in deployed("prod")}
 
 
 @pytest.mark.parametrize(("overlay", "m"), cases())
@@ -288,7 +290,7 @@ def test_no_secret_value_is_committed(rendered: dict[str, list[Obj]], overlay: s
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_control_plane_is_alone_in_its_namespace(
+def test_the_control_plane_shares_its_namespace_with_the_operators_toolbox_only(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:
     by_namespace = {
@@ -298,4 +300,4 @@ def test_the_control_plane_is_alone_in_its_namespace(
 
     assert {name for ns, name in by_namespace if ns == "brokermesh-control"} == {
         m.name for m in MANIFESTS if m.plane is Plane.CONTROL
-    }
+    } | TOOLBOXES
