@@ -226,13 +226,26 @@ def _on_fill(view: OrderView, request: trade_capture_pb2.RecordExecutionRequest)
         return _illegal(view, "a fill")
     cumulative = view.cumulative_quantity + request.fill.quantity
     if cumulative > view.order.quantity:
-        detail = (
-            f"fill of {request.fill.quantity} would take the order to {cumulative} "
-            f"of {view.order.quantity}"
-        )
-        return Outcome(broken=Break("OVER_FILL", detail))
+        return _over_fill(view, request)
     event = fill_event(view, request.fill, _venue(request))
     return Outcome(events=[event], broken=_mismatch(request, cumulative))
+
+
+def _over_fill(view: OrderView, request: trade_capture_pb2.RecordExecutionRequest) -> Outcome:
+    """The order takes what it has room for; the shares beyond it are the break."""
+    room = view.order.quantity - view.cumulative_quantity
+    excess = request.fill.quantity - room
+    detail = (
+        f"venue filled {request.fill.quantity} with {room} left on the order: "
+        f"{room} recorded on it, {excess} beyond it"
+    )
+    if room <= 0:
+        return Outcome(broken=Break("OVER_FILL", detail))
+    within = Fill()
+    within.CopyFrom(request.fill)
+    within.quantity = room
+    event = fill_event(view, within, _venue(request))
+    return Outcome(events=[event], broken=Break("OVER_FILL", detail))
 
 
 def _on_cancel(view: OrderView, request: trade_capture_pb2.RecordExecutionRequest) -> Outcome:

@@ -136,7 +136,7 @@ async def test_an_over_fill_is_recorded_as_a_break_and_the_next_report_still_app
     assert (await view_of(trade_capture.conn, order.order_id)).cumulative_quantity == 100
 
 
-async def test_a_fill_beyond_the_order_quantity_is_an_over_fill_break(
+async def test_a_fill_beyond_the_order_fills_it_and_breaks_on_the_excess(
     trade_capture: TradeCaptureUnderTest,
 ) -> None:
     # Arrange
@@ -146,11 +146,14 @@ async def test_a_fill_beyond_the_order_quantity_is_an_over_fill_break(
 
     # Act
     over = await trade_capture.stub.RecordExecution(
-        fill(order, "E2", 60, "189.50", cumulative=120), timeout=5
+        fill(order, "E2", 60, "189.40", cumulative=120), timeout=5
     )
 
     # Assert
-    assert (over.state, over.break_recorded) == (states.PARTIALLY_FILLED, True)
+    assert (over.state, over.recorded, over.break_recorded) == (states.FILLED, True, True)
+    view = await view_of(trade_capture.conn, order.order_id)
+    assert (view.cumulative_quantity, view.fills[-1].quantity) == (100, 40)
+    assert view.average_price == "189.460000"
     assert await breaks_of(trade_capture.conn, order.order_id) == [
         ("XNAS:E2", "OVER_FILL", "PARTIALLY_FILLED")
     ]
