@@ -35,6 +35,7 @@ class Rig:
     gateway: VenueGatewayProcess
     trade_capture: TradeCaptureServer
     venue_port: int
+    dsn: str
     conn: asyncpg.Connection
     venues: venue_pb2_grpc.VenueGatewayServiceStub
 
@@ -77,6 +78,7 @@ async def rig(fresh_database: Any, nats_url: str, tmp_path: Path) -> AsyncIterat
                 gateway=gateway,
                 trade_capture=trade_capture,
                 venue_port=venue_port,
+                dsn=fresh_database.app_dsn,
                 conn=conn,
                 venues=venue_pb2_grpc.VenueGatewayServiceStub(channel),
             )

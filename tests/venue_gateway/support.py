@@ -145,6 +145,16 @@ class VenueGatewayProcess:
         """SIGTERM, then SIGKILL if it lingers; safe to call when it never started."""
         await asyncio.to_thread(self._end, signal.SIGTERM)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs, its sockets open, answering nothing."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
