@@ -1,38 +1,22 @@
-"""Asyncio bridge around QuickFIX: settings, a broker-side initiator and a venue-side acceptor."""
+"""Asyncio bridge around QuickFIX: settings, callbacks, connector lifecycle and sending."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
 import sys
 import sysconfig
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import quickfix
 
-from brokermesh.mesh.fix.messages import (
-    BEGIN_STRING,
-    MSG_TYPE_EXECUTION_REPORT,
-    MSG_TYPE_NEW_ORDER_SINGLE,
-    Execution,
-    FixError,
-    FixMessageError,
-    NewOrder,
-    execution_report,
-    msg_type,
-    order_reject,
-    parse_execution_report,
-    parse_new_order_single,
-)
+from brokermesh.mesh.fix.messages import BEGIN_STRING, FixError, msg_type
 
 _logger = logging.getLogger(__name__)
 
@@ -40,11 +24,7 @@ BROKER_COMP_ID = "BROKERMESH"
 DATA_DICTIONARY_FILE = "FIX44.xml"
 LOGOUT_TIMEOUT_S = 3.0
 ACCEPTOR_POLL_INTERVAL_S = 0.002
-_TAG_POSS_DUP_FLAG = 43
 _LIFECYCLE = threading.Lock()
-
-ExecutionCallback = Callable[[str, Execution], None]
-OrderHandler = Callable[[str, NewOrder], Awaitable[Sequence[tuple[str, Execution]]]]
 
 
 class FixConfigError(FixError):
@@ -184,7 +164,7 @@ class _Bridge(quickfix.Application):
     catches everything except the QuickFIX exceptions the binding translates on purpose.
     """
 
-    def __init__(self, engine: _FixEngine) -> None:
+    def __init__(self, engine: FixEngine) -> None:
         super().__init__()
         self._engine = engine
 
@@ -285,8 +265,8 @@ class _PollDriver(_Driver):
             _logger.exception("QuickFIX acceptor poll failed")
 
 
-class _FixEngine:
-    """Lifecycle, logon tracking and sending shared by the initiator and the acceptor."""
+class FixEngine:
+    """Base of the initiator and the acceptor: lifecycle, logon tracking and sending."""
 
     _connection_type: Literal["initiator", "acceptor"]
 
@@ -442,12 +422,12 @@ class _FixEngine:
     def notify_logon(self, session_id: quickfix.SessionID) -> None:
         """Engine thread: record that a session logged on."""
         _logger.info("FIX session %s logged on", session_id)
-        self._post(self._states[_target(session_id)].mark_logged_on)
+        self._post(self._states[target_of(session_id)].mark_logged_on)
 
     def notify_logout(self, session_id: quickfix.SessionID) -> None:
         """Engine thread: record that a session logged out or lost its connection."""
         _logger.info("FIX session %s logged out", session_id)
-        self._post(self._states[_target(session_id)].mark_logged_out)
+        self._post(self._states[target_of(session_id)].mark_logged_out)
 
     def suppress_resend(self, message: quickfix.Message, session_id: quickfix.SessionID) -> bool:
         """Engine thread: whether an outgoing application message must not be sent."""
@@ -460,139 +440,8 @@ class _FixEngine:
         _logger.warning("ignoring FIX message type %r on %s", msg_type(message), session_id)
 
 
-class FixInitiator(_FixEngine):
-    """The broker side: one session per venue, execution reports handed to ``on_execution``.
-
-    ``on_execution(venue, execution)`` runs on the asyncio loop, ``venue`` being the session's
-    TargetCompID. Orders are never replayed on a ResendRequest (they are gap-filled instead):
-    a stale order reaching a venue after a reconnect is worse than a lost one.
-    """
-
-    _connection_type = "initiator"
-
-    def __init__(
-        self, sessions: Sequence[FixSessionConfig], *, on_execution: ExecutionCallback
-    ) -> None:
-        super().__init__(sessions)
-        self._on_execution = on_execution
-
-    def suppress_resend(self, message: quickfix.Message, session_id: quickfix.SessionID) -> bool:
-        """Engine thread: drop NewOrderSingles QuickFIX would replay with PossDupFlag=Y."""
-        header = message.getHeader()
-        possible_duplicate = header.isSetField(_TAG_POSS_DUP_FLAG) and (
-            header.getField(_TAG_POSS_DUP_FLAG) == "Y"
-        )
-        return possible_duplicate and msg_type(message) == MSG_TYPE_NEW_ORDER_SINGLE
-
-    def receive_app_message(
-        self, message: quickfix.Message, session_id: quickfix.SessionID
-    ) -> None:
-        """Engine thread: parse an execution report and hand it to the loop."""
-        venue = _target(session_id)
-        kind = msg_type(message)
-        if kind != MSG_TYPE_EXECUTION_REPORT:
-            _logger.warning("ignoring FIX message type %r from %s", kind, venue)
-            return
-        try:
-            execution = parse_execution_report(message)
-        except FixMessageError as exc:
-            _logger.error("unreadable execution report from %s: %s", venue, exc)
-            return
-        self._post(self._on_execution, venue, execution)
-
-
-class FixAcceptor(_FixEngine):
-    """The venue side: parsed orders go, in arrival order, to ``on_order`` on the asyncio loop.
-
-    ``on_order(session, order)`` returns ``(session, execution)`` pairs to send, in order: the
-    reports for the order itself and for any resting orders it traded against. Those reports
-    are sent even while the receiving session is down, since the persistent store lets the
-    client recover them with a ResendRequest. An order that cannot be parsed is rejected, in
-    its turn, with an ExecutionReport (ExecType 8) whose Text names the offending tag.
-    """
-
-    _connection_type = "acceptor"
-
-    def __init__(self, sessions: Sequence[FixSessionConfig], *, on_order: OrderHandler) -> None:
-        super().__init__(sessions)
-        self._on_order = on_order
-        self._inbound: asyncio.Queue[tuple[str, NewOrder | quickfix.Message]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._reject_ids = itertools.count(1)
-        self._run_tag = secrets.token_hex(3)
-
-    async def start(self) -> None:
-        """Start accepting connections and handing orders to ``on_order``."""
-        await super().start()
-        self._worker = asyncio.create_task(self._drain_orders(), name="fix-acceptor-orders")
-
-    async def stop(self) -> None:
-        """Stop the order worker, then log sessions out and stop QuickFIX."""
-        worker, self._worker = self._worker, None
-        try:
-            if worker is not None:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-        finally:
-            await super().stop()
-
-    async def _drain_orders(self) -> None:
-        while True:
-            session, item = await self._inbound.get()
-            if isinstance(item, NewOrder):
-                await self._handle_order(session, item)
-            else:
-                self._deliver(session, item)
-
-    async def _handle_order(self, session: str, order: NewOrder) -> None:
-        try:
-            replies = await self._on_order(session, order)
-        except Exception:
-            _logger.exception("order %s from %s could not be handled", order.cl_ord_id, session)
-            return
-        for target, execution in replies:
-            self._deliver(target, execution_report(execution))
-
-    def _deliver(self, session: str, message: quickfix.Message) -> None:
-        try:
-            sent = self._send_to_target(session, message)
-        except FixSessionError as exc:
-            _logger.error("cannot deliver a report to %s: %s", session, exc)
-            return
-        if not sent:
-            _logger.error("QuickFIX refused a report for %s", session)
-
-    def receive_app_message(
-        self, message: quickfix.Message, session_id: quickfix.SessionID
-    ) -> None:
-        """Engine thread: parse an order and queue it for the loop, or reject it at once."""
-        session = _target(session_id)
-        kind = msg_type(message)
-        if kind != MSG_TYPE_NEW_ORDER_SINGLE:
-            _logger.warning("ignoring FIX message type %r from %s", kind, session)
-            return
-        try:
-            order = parse_new_order_single(message)
-        except FixMessageError as exc:
-            self._post(self._inbound.put_nowait, (session, self._reject(message, session_id, exc)))
-            return
-        self._post(self._inbound.put_nowait, (session, order))
-
-    def _reject(
-        self, order: quickfix.Message, session_id: quickfix.SessionID, error: FixMessageError
-    ) -> quickfix.Message:
-        exec_id = f"{session_id.getSenderCompID().getString()}-REJ-{self._run_tag}-"
-        return order_reject(
-            order,
-            venue_order_id="NONE",
-            exec_id=f"{exec_id}{next(self._reject_ids)}",
-            text=str(error),
-            transact_time=datetime.now(UTC),
-        )
-
-
-def _target(session_id: quickfix.SessionID) -> str:
+def target_of(session_id: quickfix.SessionID) -> str:
+    """The TargetCompID of ``session_id``, which names the session in every engine method."""
     return str(session_id.getTargetCompID().getString())
 
 
@@ -604,3 +453,16 @@ async def _finish_in_thread(action: Callable[[], None]) -> None:
     except asyncio.CancelledError:
         await asyncio.wait([done])
         raise
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished.
+
+    Only the cancellation this call asked for is swallowed: if the caller is itself cancelled
+    while waiting, that cancellation propagates, and a task that had already failed re-raises
+    its own error here.
+    """
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.result()

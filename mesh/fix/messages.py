@@ -1,4 +1,4 @@
-"""Pure FIX 4.4 codecs for NewOrderSingle (35=D) and ExecutionReport (35=8) messages."""
+"""Pure FIX 4.4 codecs for orders (35=D), order status requests (35=H) and execution reports."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import quickfix
 BEGIN_STRING = "FIX.4.4"
 MSG_TYPE_NEW_ORDER_SINGLE = "D"
 MSG_TYPE_EXECUTION_REPORT = "8"
+MSG_TYPE_ORDER_STATUS_REQUEST = "H"
+#: OrdRejReason (103) a venue gives for a ClOrdID it does not know.
+ORD_REJ_REASON_UNKNOWN_ORDER = 5
 _HANDL_INST_AUTOMATED = "1"
 _TIMESTAMP_FORMAT = "%Y%m%d-%H:%M:%S"
 _E = TypeVar("_E", bound=StrEnum)
@@ -41,6 +44,7 @@ class Tag(IntEnum):
     TEXT = 58
     TIME_IN_FORCE = 59
     TRANSACT_TIME = 60
+    ORD_REJ_REASON = 103
     EXEC_TYPE = 150
     LEAVES_QTY = 151
 
@@ -74,6 +78,7 @@ _FIX_NAMES = {
     Tag.TEXT: "Text",
     Tag.TIME_IN_FORCE: "TimeInForce",
     Tag.TRANSACT_TIME: "TransactTime",
+    Tag.ORD_REJ_REASON: "OrdRejReason",
     Tag.EXEC_TYPE: "ExecType",
     Tag.LEAVES_QTY: "LeavesQty",
 }
@@ -130,6 +135,7 @@ class ExecType(StrEnum):
 
     Partial and complete fills share the wire value ``F``; OrdStatus (39) tells them apart, so
     the member values here are names and the wire values live in ``_EXEC_TYPE_WIRE``.
+    ``ORDER_STATUS`` (ExecType I) answers an OrderStatusRequest; its OrdStatus is the news.
     """
 
     NEW = "NEW"
@@ -137,6 +143,7 @@ class ExecType(StrEnum):
     FILL = "FILL"
     CANCELED = "CANCELED"
     REJECTED = "REJECTED"
+    ORDER_STATUS = "ORDER_STATUS"
 
     @property
     def is_trade(self) -> bool:
@@ -150,6 +157,7 @@ _EXEC_TYPE_WIRE = {
     ExecType.FILL: "F",
     ExecType.CANCELED: "4",
     ExecType.REJECTED: "8",
+    ExecType.ORDER_STATUS: "I",
 }
 
 
@@ -166,6 +174,15 @@ class NewOrder:
     limit_price: Decimal | None
     time_in_force: TimeInForce
     transact_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderStatusQuery:
+    """An OrderStatusRequest: a broker asking a venue what became of one of its orders."""
+
+    cl_ord_id: str
+    symbol: str
+    side: Side
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +203,8 @@ class Execution:
     avg_price: Decimal
     text: str
     transact_time: datetime
+    #: OrdRejReason (103) of a rejection, when the venue gave one.
+    ord_rej_reason: int | None = None
 
 
 def new_order_single(order: NewOrder) -> quickfix.Message:
@@ -230,6 +249,25 @@ def parse_new_order_single(message: quickfix.Message) -> NewOrder:
     )
 
 
+def order_status_request(query: OrderStatusQuery) -> quickfix.Message:
+    """Build the FIX 4.4 OrderStatusRequest for ``query``."""
+    message = _message(MSG_TYPE_ORDER_STATUS_REQUEST)
+    _set(message, Tag.CL_ORD_ID, query.cl_ord_id)
+    _set(message, Tag.SYMBOL, query.symbol)
+    _set(message, Tag.SIDE, query.side.value)
+    return message
+
+
+def parse_order_status_request(message: quickfix.Message) -> OrderStatusQuery:
+    """Read an OrderStatusRequest; raises FixMessageError naming the first bad tag."""
+    _expect_msg_type(message, MSG_TYPE_ORDER_STATUS_REQUEST)
+    return OrderStatusQuery(
+        cl_ord_id=_text(message, Tag.CL_ORD_ID),
+        symbol=_text(message, Tag.SYMBOL),
+        side=_enum(Side, message, Tag.SIDE),
+    )
+
+
 def execution_report(execution: Execution) -> quickfix.Message:
     """Build the FIX 4.4 ExecutionReport for ``execution``."""
     _check_fill_status(execution.exec_type, execution.order_status)
@@ -249,6 +287,8 @@ def execution_report(execution: Execution) -> quickfix.Message:
     _set(message, Tag.TRANSACT_TIME, format_timestamp(execution.transact_time))
     if execution.text:
         _set(message, Tag.TEXT, execution.text)
+    if execution.ord_rej_reason is not None:
+        _set(message, Tag.ORD_REJ_REASON, str(execution.ord_rej_reason))
     return message
 
 
@@ -273,6 +313,7 @@ def parse_execution_report(message: quickfix.Message) -> Execution:
         avg_price=_price(message, Tag.AVG_PX, positive=False),
         text=_raw(message, Tag.TEXT) or "",
         transact_time=_timestamp(message, Tag.TRANSACT_TIME),
+        ord_rej_reason=_optional_code(message, Tag.ORD_REJ_REASON),
     )
 
 
@@ -441,6 +482,15 @@ def _optional_quantity(message: quickfix.Message, tag: Tag, *, required: bool) -
     if not required and _raw(message, tag) is None:
         return 0
     return _quantity(message, tag, positive=required)
+
+
+def _optional_code(message: quickfix.Message, tag: Tag) -> int | None:
+    raw = _raw(message, tag)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise _invalid(tag, raw)
+    return int(raw)
 
 
 def _optional_price(message: quickfix.Message, tag: Tag, *, required: bool) -> Decimal:

@@ -9,6 +9,10 @@ and only then hands the order to the venue gateway: an order is never at a
 venue without its ROUTED event on disk. Refusals (rejected, blocked) are
 events too, recorded the same way, and answered normally rather than as
 errors. A repeated (account, client order id) returns the original order.
+
+A failed hand-off rejects the order only when the order certainly did not
+reach the venue. Otherwise it stays ROUTED, the answer says so, and trade
+capture's reconciler asks the venue what became of it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from brokermesh.trading.v1 import (
     venue_pb2_grpc,
 )
 from brokermesh.trading.v1.order_pb2 import Order
+from brokermesh.trading.v1.order_query_pb2 import OrderView
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,6 +83,17 @@ _SEGMENTS = {
     name: PREVENUE_SEGMENT_SECONDS.labels(name)
     for name in ("oms_validation", "pre_trade_risk", "routing", "venue_handoff")
 }
+
+#: Hand-off failures after which the order certainly is not at the venue: the
+#: venue gateway could not be reached, or it refused the order before sending
+#: it (halted, unknown venue, session not logged on, an unsendable order).
+_NOT_SENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
 
 _FIND_REQUEST = """
 SELECT order_id FROM order_requests WHERE account_id = $1 AND client_order_id = $2
@@ -242,20 +258,36 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         try:
             await self._venues.SendOrder(venue_pb2.SendOrderRequest(order=trail.order, venue=venue))
         except grpc.aio.AioRpcError as exc:
-            _LOGGER.warning("venue hand-off failed: %s", exc.details())
-            await self._reject_after_routing(trail, f"venue {venue} unreachable: {exc.details()}")
+            if exc.code() in _NOT_SENT:
+                _LOGGER.warning("venue hand-off refused: %s", exc.details())
+                reason = f"venue {venue} did not get the order: {exc.code().name}: {exc.details()}"
+                await self._reject_after_routing(trail, reason)
+            else:
+                # The venue may hold the order: rejecting it here could contradict
+                # fills to come. It stays ROUTED until the venue's reports, or the
+                # reconciler's question to the venue, settle it.
+                _LOGGER.warning(
+                    "venue hand-off outcome unknown (%s: %s); order left ROUTED",
+                    exc.code().name,
+                    exc.details(),
+                )
         finally:
             _SEGMENTS["venue_handoff"].observe(time.perf_counter() - started)
 
     async def _reject_after_routing(self, trail: _Trail, reason: str) -> None:
-        # The venue may have received the order despite the error; if its
-        # reports got to the stream first, they win and this is dropped.
+        """Record REJECTED after ROUTED; when the stream moved on first, answer with its state."""
         trail.add(states.REJECTED, actor=PLATFORM, reason=reason)
         try:
             await self._record_more(trail)
         except (eventstore.ConcurrencyConflict, states.IllegalTransition):
+            # Reports from the venue got to the stream first; they win, and the
+            # answer must say where they took the order, not what was attempted.
+            stored = await eventstore.read_stream(self._pool, trail.order.order_id)
+            trail.adopt(order_events.fold(record.event() for record in stored), stored)
             _LOGGER.warning(
-                "order %s moved on before the rejection could be recorded", trail.order.order_id
+                "order %s was %s before the rejection could be recorded",
+                trail.order.order_id,
+                states.name(trail.state),
             )
 
     async def _record_more(self, trail: _Trail) -> None:
@@ -328,6 +360,12 @@ class _Trail:
         self.pending.append(event)
         self.decisions.extend(decisions)
         self.state = state
+
+    def adopt(self, view: OrderView, stored: Sequence[eventstore.StoredEvent]) -> None:
+        """Drop what is pending and take the recorded stream as the truth."""
+        self.pending.clear()
+        self.head = eventstore.head_of(stored)
+        self.state = view.state
 
     def response(self) -> order_entry_pb2.SubmitOrderResponse:
         return order_entry_pb2.SubmitOrderResponse(

@@ -1,1 +1,1 @@
-"""Trade capture: turns venues'\'' execution reports into fill events."""
+"""Trade capture: records venues' execution reports as order events, or as execution breaks."""

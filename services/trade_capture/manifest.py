@@ -7,5 +7,7 @@ MANIFEST = ServiceManifest(
     plane=Plane.DATA,
     grpc_port=50056,
     serves=("brokermesh.trading.v1.TradeCaptureService",),
+    # The reconciler asks the venue gateway for the status of unacknowledged orders.
+    calls=("venue-gateway",),
     backends=(Backend.POSTGRES,),
 )

@@ -1,18 +1,20 @@
-"""The venue gateway process: FIX sessions to every venue, the servicer and the report worker."""
+"""The venue gateway process: FIX sessions, the execution journal, its forwarder, the servicer."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc
 
 from brokermesh.mesh.config import parse_upstreams
 from brokermesh.mesh.controls import ControlsWatcher
-from brokermesh.mesh.fix.engine import FixInitiator, FixNotLoggedOnError, FixSessionConfig
+from brokermesh.mesh.fix.engine import FixNotLoggedOnError, FixSessionConfig, cancel_and_wait
+from brokermesh.mesh.fix.initiator import FixInitiator
+from brokermesh.mesh.fix.journal import ExecutionJournal
 from brokermesh.services.registry import clients_for
 from brokermesh.services.venue_gateway.manifest import MANIFEST
+from brokermesh.services.venue_gateway.reports import ReportForwarder
 from brokermesh.services.venue_gateway.service import VenueGateway
 from brokermesh.services.venue_gateway.settings import VenueGatewaySettings
 from brokermesh.trading.v1 import trade_capture_pb2_grpc, venue_pb2_grpc
@@ -48,19 +50,27 @@ class VenueGatewayApp:
             for service, address in endpoints.items()
         ]
         self._gateway = VenueGateway(
-            {venue_code(service): service for service in endpoints},
-            self._controls,
+            {venue_code(service): service for service in endpoints}, self._controls
+        )
+        self._journal = ExecutionJournal(settings.journal_path)
+        self._forwarder = ReportForwarder(
+            self._journal,
             self._clients.stub("trade-capture", trade_capture_pb2_grpc.TradeCaptureServiceStub),
         )
-        self._initiator = FixInitiator(self._sessions, on_execution=self._gateway.on_execution)
+        self._initiator = FixInitiator(
+            self._sessions, journal=self._journal, on_report=self._forwarder.wake
+        )
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._journal.open)
+        # The forwarder starts before the sessions do, so reports a previous run journaled
+        # but never forwarded reach trade capture ahead of anything new.
+        self._worker = asyncio.create_task(self._forwarder.run(), name="report-forwarder")
         await self._controls.start()
         await self._initiator.start()
         self._gateway.initiator = self._initiator
         await self._await_logons()
-        self._worker = asyncio.create_task(self._gateway.forward_reports(), name="report-forwarder")
 
     async def _await_logons(self) -> None:
         # Report SERVING only once the venues can take orders, so that a
@@ -81,14 +91,17 @@ class VenueGatewayApp:
         venue_pb2_grpc.add_VenueGatewayServiceServicer_to_server(self._gateway, server)
 
     async def stop(self) -> None:
+        worker, self._worker = self._worker, None
         try:
-            if self._worker is not None:
-                self._worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._worker
+            if worker is not None:
+                await cancel_and_wait(worker)
         finally:
             # The engine must be stopped whatever happened: exiting with it
-            # running can crash the process.
-            await self._initiator.stop()
-            await self._controls.stop()
-            await self._clients.close()
+            # running can crash the process. The journal closes after it, once
+            # nothing can append to it any more.
+            try:
+                await self._initiator.stop()
+            finally:
+                self._journal.close()
+                await self._controls.stop()
+                await self._clients.close()

@@ -1,19 +1,19 @@
-"""Venue gateway: NewOrderSingles out over FIX, execution reports in to trade capture.
+"""Venue gateway: NewOrderSingles and OrderStatusRequests out over FIX to the venues.
 
-Execution reports arrive on the FIX engine's threads and are queued, in
-arrival order, for one worker that forwards each to trade capture and
-retries until it is recorded; trade capture ignores a report it has seen,
-so a retry after an ambiguous failure is safe.
+Execution reports travel the other way without passing through here: the FIX initiator
+journals them and :mod:`brokermesh.services.venue_gateway.reports` forwards them to trade
+capture. A SendOrder that fails with FAILED_PRECONDITION certainly put nothing on the wire,
+so the caller may record the order as rejected; after any other failure the venue may have it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import grpc
+import quickfix
 
 from brokermesh.common.v1.common_pb2 import (
     ORDER_TYPE_LIMIT,
@@ -22,35 +22,23 @@ from brokermesh.common.v1.common_pb2 import (
     TIME_IN_FORCE_GTC,
 )
 from brokermesh.mesh.controls import ControlsWatcher
-from brokermesh.mesh.errors import FailedPrecondition, Unavailable
-from brokermesh.mesh.fix.engine import FixInitiator, FixNotLoggedOnError
+from brokermesh.mesh.errors import FailedPrecondition, InvalidArgument
+from brokermesh.mesh.fix.engine import FixNotLoggedOnError, FixSessionError
+from brokermesh.mesh.fix.initiator import FixInitiator
 from brokermesh.mesh.fix.messages import (
-    ExecType,
-    Execution,
+    FixMessageError,
     NewOrder,
+    OrderStatusQuery,
     OrderType,
     Side,
     TimeInForce,
     new_order_single,
+    order_status_request,
 )
-from brokermesh.trading.v1 import (
-    trade_capture_pb2,
-    trade_capture_pb2_grpc,
-    venue_pb2,
-    venue_pb2_grpc,
-)
-from brokermesh.trading.v1.order_pb2 import Fill, Order
-from brokermesh.trading.v1.trade_capture_pb2 import ExecutionKind
+from brokermesh.trading.v1 import venue_pb2, venue_pb2_grpc
+from brokermesh.trading.v1.order_pb2 import Order
 
 _LOGGER = logging.getLogger(__name__)
-
-_KINDS = {
-    ExecType.NEW: ExecutionKind.EXECUTION_KIND_ACKNOWLEDGED,
-    ExecType.PARTIAL_FILL: ExecutionKind.EXECUTION_KIND_FILL,
-    ExecType.FILL: ExecutionKind.EXECUTION_KIND_FILL,
-    ExecType.REJECTED: ExecutionKind.EXECUTION_KIND_REJECTED,
-    ExecType.CANCELED: ExecutionKind.EXECUTION_KIND_CANCELLED,
-}
 
 _TIME_IN_FORCE = {
     TIME_IN_FORCE_DAY: TimeInForce.DAY,
@@ -74,52 +62,14 @@ def to_new_order(order: Order) -> NewOrder:
     )
 
 
-def to_record_request(venue: str, execution: Execution) -> trade_capture_pb2.RecordExecutionRequest:
-    """What trade capture needs to know of one execution report."""
-    request = trade_capture_pb2.RecordExecutionRequest(
-        order_id=execution.cl_ord_id,
-        kind=_KINDS[execution.exec_type],
-        cumulative_quantity=execution.cum_qty,
-        leaves_quantity=execution.leaves_qty,
-        venue=venue,
-        venue_order_id=execution.venue_order_id,
-        text=execution.text,
-        exec_id=f"{venue}:{execution.exec_id}",
-    )
-    if execution.exec_type.is_trade:
-        request.fill.CopyFrom(
-            Fill(
-                exec_id=execution.exec_id,
-                venue=venue,
-                quantity=execution.last_qty,
-                price=str(execution.last_price),
-            )
-        )
-        request.fill.executed_at.FromDatetime(execution.transact_time)
-    return request
-
-
 class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
     """The VenueGatewayService servicer, over one FIX initiator holding every venue session."""
 
-    def __init__(
-        self,
-        venues: dict[str, str],
-        controls: ControlsWatcher,
-        trade_capture: trade_capture_pb2_grpc.TradeCaptureServiceStub,
-    ) -> None:
+    def __init__(self, venues: dict[str, str], controls: ControlsWatcher) -> None:
         # venue code (the session's TargetCompID) -> venue service name
         self._venues = venues
         self._controls = controls
-        self._trade_capture = trade_capture
-        self._reports: asyncio.Queue[trade_capture_pb2.RecordExecutionRequest] = asyncio.Queue()
         self.initiator: FixInitiator | None = None
-
-    def on_execution(self, venue: str, execution: Execution) -> None:
-        """Called on the event loop for every execution report."""
-        if execution.exec_type == ExecType.NEW:
-            return  # the ROUTED event already says the venue has it
-        self._reports.put_nowait(to_record_request(venue, execution))
 
     async def SendOrder(
         self, request: venue_pb2.SendOrderRequest, context: grpc.aio.ServicerContext
@@ -127,13 +77,35 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
         # Defence in depth: order entry checks the kill switch too.
         if self._controls.halted:
             raise FailedPrecondition("trading is halted by the control plane", code="HALTED")
-        if request.venue not in self._venues or self.initiator is None:
-            raise FailedPrecondition(f"unknown venue {request.venue}", field="venue")
+        initiator = self._initiator_for(request.venue)
         try:
-            await self.initiator.send(request.venue, new_order_single(to_new_order(request.order)))
-        except FixNotLoggedOnError as exc:
-            raise Unavailable(f"venue {request.venue} is not logged on") from exc
+            message = new_order_single(to_new_order(request.order))
+        except FixMessageError as exc:
+            raise InvalidArgument(f"the order cannot be sent: {exc}", field="order") from exc
+        await _send(initiator, request.venue, message)
         response = venue_pb2.SendOrderResponse()
+        response.sent_at.GetCurrentTime()
+        return response
+
+    async def QueryOrderStatus(
+        self, request: venue_pb2.QueryOrderStatusRequest, context: grpc.aio.ServicerContext
+    ) -> venue_pb2.QueryOrderStatusResponse:
+        # Allowed while trading is halted: asking is not trading, and a halt is exactly
+        # when the state of the orders out there matters most.
+        initiator = self._initiator_for(request.venue)
+        query = OrderStatusQuery(
+            cl_ord_id=request.order_id,
+            symbol=request.symbol,
+            side=Side.BUY if request.side == SIDE_BUY else Side.SELL,
+        )
+        await _send(initiator, request.venue, order_status_request(query))
+        _LOGGER.info(
+            "asked %s for the status of order %s",
+            request.venue,
+            request.order_id,
+            extra={"order_id": request.order_id},
+        )
+        response = venue_pb2.QueryOrderStatusResponse()
         response.sent_at.GetCurrentTime()
         return response
 
@@ -150,25 +122,20 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
             ]
         )
 
-    async def forward_reports(self) -> None:
-        """Forever: hand each queued report to trade capture, in order, until recorded."""
-        while True:
-            report = await self._reports.get()
-            delay_s = 0.05
-            while True:
-                try:
-                    await self._trade_capture.RecordExecution(report, timeout=5.0)
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() in (
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        grpc.StatusCode.NOT_FOUND,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                    ):
-                        _LOGGER.error(
-                            "trade capture refused report %s: %s", report.exec_id, exc.details()
-                        )
-                        break
-                    _LOGGER.warning("trade capture unavailable (%s); retrying", exc.code().name)
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, 2.0)
+    def _initiator_for(self, venue: str) -> FixInitiator:
+        if venue not in self._venues or self.initiator is None:
+            raise FailedPrecondition(f"unknown venue {venue}", field="venue")
+        return self.initiator
+
+
+async def _send(initiator: FixInitiator, venue: str, message: quickfix.Message) -> None:
+    """Send ``message`` to ``venue``; FAILED_PRECONDITION when it certainly was not sent."""
+    try:
+        await initiator.send(venue, message)
+    except FixNotLoggedOnError as exc:
+        raise FailedPrecondition(
+            f"venue {venue} is not logged on", field="venue", code="NOT_LOGGED_ON"
+        ) from exc
+    except FixSessionError as exc:
+        # QuickFIX refuses only before anything reaches the socket.
+        raise FailedPrecondition(f"venue {venue}: {exc}", code="NOT_SENT") from exc

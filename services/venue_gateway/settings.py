@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from brokermesh.mesh.config import ServiceSettings
 
@@ -19,3 +20,8 @@ class VenueGatewaySettings(ServiceSettings):
     reconnect_interval_s: int = 1
     #: Seconds start-up waits for each venue's logon before serving without it.
     logon_timeout_s: float = 10.0
+
+    @property
+    def journal_path(self) -> Path:
+        """Where received execution reports are kept until trade capture has recorded them."""
+        return self.data_dir / "journal" / "executions.sqlite3"

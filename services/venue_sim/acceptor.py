@@ -1,4 +1,4 @@
-"""The simulated venue's order handling: orders matched against its books, executions reported."""
+"""The simulated venue's order handling: orders matched, executions reported, status answered."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from brokermesh.mesh.fix.engine import BROKER_COMP_ID, FixAcceptor, FixSessionConfig
+from brokermesh.mesh.fix.acceptor import FixAcceptor
+from brokermesh.mesh.fix.engine import BROKER_COMP_ID, FixSessionConfig
 from brokermesh.mesh.fix.messages import (
+    ORD_REJ_REASON_UNKNOWN_ORDER,
     ExecType,
     Execution,
     NewOrder,
+    OrderStatusQuery,
     OrderType,
     OrdStatus,
     TimeInForce,
@@ -31,13 +34,14 @@ Report = tuple[str, Execution]
 
 @dataclass(slots=True, kw_only=True)
 class _LiveOrder:
-    """A client order the venue has accepted and not yet completed."""
+    """A client order the venue has taken in, and where it stands."""
 
     session: str
     order: NewOrder
     venue_order_id: str
     cum_qty: int = 0
     notional: Decimal = Decimal(0)
+    status: OrdStatus = OrdStatus.NEW
 
     @property
     def leaves_qty(self) -> int:
@@ -53,7 +57,9 @@ class VenueOrderHandler:
 
     Fills are reported to the incoming order's session and, when a client order resting on the
     book is hit, to that order's session too. Orders with an unknown symbol, a quantity above
-    ``MAX_ORDER_QTY``, a price off the one-cent tick or a reused ClOrdID are rejected.
+    ``MAX_ORDER_QTY``, a price off the one-cent tick or a reused ClOrdID are rejected. Every
+    order taken in is remembered, so an OrderStatusRequest is answered with its status; one
+    for a ClOrdID the venue never received is rejected as an unknown order.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class VenueOrderHandler:
         self._exec_ids = itertools.count(1)
         self._live: dict[str, _LiveOrder] = {}
         self._seen: set[tuple[str, str]] = set()
+        self._orders: dict[tuple[str, str], _LiveOrder] = {}
 
     async def __call__(self, session: str, order: NewOrder) -> Sequence[Report]:
         """The ``FixAcceptor`` order handler."""
@@ -79,14 +86,42 @@ class VenueOrderHandler:
         """Match ``order`` from ``session`` and return the reports to send, in order."""
         problem = self._problem(session, order)
         if problem:
-            return [(session, self._reject(order, problem))]
+            rejected = _LiveOrder(session=session, order=order, venue_order_id=_NO_ORDER_ID)
+            if (session, order.cl_ord_id) not in self._seen:
+                self._orders[(session, order.cl_ord_id)] = rejected
+            return [(session, self._reject(rejected, problem))]
         self._seen.add((session, order.cl_ord_id))
         live = _LiveOrder(
             session=session, order=order, venue_order_id=f"{self._prefix}-O{next(self._order_ids)}"
         )
+        self._orders[(session, order.cl_ord_id)] = live
         reports = [(session, self._report(live, ExecType.NEW, OrdStatus.NEW))]
         reports += self._match(live)
         return reports
+
+    def status(self, session: str, query: OrderStatusQuery) -> Execution:
+        """The answer to an OrderStatusRequest from ``session`` (ExecType I)."""
+        live = self._orders.get((session, query.cl_ord_id))
+        if live is None:
+            return Execution(
+                cl_ord_id=query.cl_ord_id,
+                venue_order_id=_NO_ORDER_ID,
+                exec_id=f"{self._prefix}-E{next(self._exec_ids)}",
+                exec_type=ExecType.ORDER_STATUS,
+                order_status=OrdStatus.REJECTED,
+                symbol=query.symbol,
+                side=query.side,
+                last_qty=0,
+                last_price=Decimal(0),
+                cum_qty=0,
+                leaves_qty=0,
+                avg_price=Decimal(0),
+                text=f"unknown order {query.cl_ord_id}",
+                transact_time=self._clock(),
+                ord_rej_reason=ORD_REJ_REASON_UNKNOWN_ORDER,
+            )
+        done = live.status in (OrdStatus.CANCELED, OrdStatus.REJECTED)
+        return self._report(live, ExecType.ORDER_STATUS, live.status, leaves=0 if done else None)
 
     def _problem(self, session: str, order: NewOrder) -> str:
         if not self.market.has_symbol(order.symbol):
@@ -155,6 +190,7 @@ class VenueOrderHandler:
         leaves: int | None = None,
     ) -> Execution:
         order = live.order
+        live.status = status
         return Execution(
             cl_ord_id=order.cl_ord_id,
             venue_order_id=live.venue_order_id,
@@ -172,8 +208,7 @@ class VenueOrderHandler:
             transact_time=self._clock(),
         )
 
-    def _reject(self, order: NewOrder, text: str) -> Execution:
-        live = _LiveOrder(session="", order=order, venue_order_id=_NO_ORDER_ID)
+    def _reject(self, live: _LiveOrder, text: str) -> Execution:
         return self._report(live, ExecType.REJECTED, OrdStatus.REJECTED, text=text, leaves=0)
 
 
@@ -203,4 +238,4 @@ def create_venue_acceptor(
         )
         for client in client_comp_ids
     ]
-    return FixAcceptor(sessions, on_order=handler)
+    return FixAcceptor(sessions, on_order=handler, on_status=handler.status)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +14,9 @@ import nats
 from nats.aio.client import Client
 
 from brokermesh.mesh.config import ServiceSettings
-from brokermesh.mesh.fix.engine import FixAcceptor
-from brokermesh.mesh.fix.messages import Execution, NewOrder
+from brokermesh.mesh.fix.acceptor import FixAcceptor
+from brokermesh.mesh.fix.engine import cancel_and_wait
+from brokermesh.mesh.fix.messages import Execution, NewOrder, OrderStatusQuery
 from brokermesh.mesh.refdata import load_securities
 from brokermesh.services.venue_sim.acceptor import VenueOrderHandler, create_venue_acceptor
 from brokermesh.services.venue_sim.market import Quote, VenueMarket
@@ -85,6 +85,9 @@ class VenueApp:
             await self._publish(order.symbol)
         return reports
 
+    def status(self, session: str, query: OrderStatusQuery) -> Execution:
+        return self._handler.status(session, query)
+
     async def start(self) -> None:
         self._nats = await nats.connect(
             self._settings.nats_url, max_reconnect_attempts=-1, connect_timeout=5
@@ -98,9 +101,7 @@ class VenueApp:
     async def stop(self) -> None:
         try:
             if self._ticker is not None:
-                self._ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._ticker
+                await cancel_and_wait(self._ticker)
         finally:
             await self._acceptor.stop()
             if self._nats is not None:
@@ -128,3 +129,6 @@ class _MarketMaking:
 
     async def __call__(self, session: str, order: NewOrder) -> Sequence[Report]:
         return await self._app.handle(session, order)
+
+    def status(self, session: str, query: OrderStatusQuery) -> Execution:
+        return self._app.status(session, query)

@@ -7,23 +7,38 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import quickfix
 
+from brokermesh.mesh.fix.acceptor import FixAcceptor, OrderHandler
 from brokermesh.mesh.fix.engine import (
-    FixAcceptor,
     FixConfigError,
-    FixInitiator,
     FixNotLoggedOnError,
     FixSessionConfig,
     FixSessionError,
+    cancel_and_wait,
     find_data_dictionary,
     render_settings,
 )
-from brokermesh.mesh.fix.messages import Execution, NewOrder
+from brokermesh.mesh.fix.initiator import FixInitiator
+from brokermesh.mesh.fix.journal import ExecutionJournal
+from brokermesh.mesh.fix.messages import (
+    ExecType,
+    Execution,
+    NewOrder,
+    OrderStatusQuery,
+    OrderType,
+    OrdStatus,
+    Side,
+    TimeInForce,
+    new_order_single,
+    order_status_request,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,8 +73,64 @@ async def no_fills(session: str, order: NewOrder) -> Sequence[tuple[str, Executi
     return ()
 
 
-def ignore(venue: str, execution: Execution) -> None:
+def report(cl_ord_id: str, exec_type: ExecType, status: OrdStatus) -> Execution:
+    return Execution(
+        cl_ord_id=cl_ord_id,
+        venue_order_id="V-1",
+        exec_id=f"E-{cl_ord_id}-{exec_type.value}",
+        exec_type=exec_type,
+        order_status=status,
+        symbol="AAPL",
+        side=Side.BUY,
+        last_qty=0,
+        last_price=Decimal(0),
+        cum_qty=0,
+        leaves_qty=100,
+        avg_price=Decimal(0),
+        text="",
+        transact_time=datetime.now(UTC),
+    )
+
+
+async def acknowledge(session: str, order: NewOrder) -> Sequence[tuple[str, Execution]]:
+    return [(session, report(order.cl_ord_id, ExecType.NEW, OrdStatus.NEW))]
+
+
+def resting(session: str, query: OrderStatusQuery) -> Execution:
+    return report(query.cl_ord_id, ExecType.ORDER_STATUS, OrdStatus.NEW)
+
+
+def nothing_new() -> None:
     return None
+
+
+def an_order(cl_ord_id: str = "ORD-1") -> NewOrder:
+    return NewOrder(
+        cl_ord_id=cl_ord_id,
+        account="ACC-42",
+        symbol="AAPL",
+        side=Side.BUY,
+        quantity=100,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal("100.00"),
+        time_in_force=TimeInForce.DAY,
+        transact_time=datetime.now(UTC),
+    )
+
+
+def journal_path(tmp_path: Path) -> Path:
+    return tmp_path / "journal" / "executions.sqlite3"
+
+
+def initiator(
+    tmp_path: Path, *sessions: FixSessionConfig, on_report: Callable[[], None] = nothing_new
+) -> FixInitiator:
+    journal = ExecutionJournal(journal_path(tmp_path))
+    return FixInitiator(list(sessions), journal=journal, on_report=on_report)
+
+
+def acceptor(*sessions: FixSessionConfig, on_order: OrderHandler = no_fills) -> FixAcceptor:
+    return FixAcceptor(list(sessions), on_order=on_order, on_status=resting)
 
 
 def test_the_fix44_data_dictionary_is_found_in_the_environment() -> None:
@@ -98,12 +169,12 @@ def test_quickfix_accepts_the_rendered_acceptor_settings(tmp_path: Path) -> None
 
 def test_two_sessions_to_the_same_counterparty_are_refused(tmp_path: Path) -> None:
     with pytest.raises(FixConfigError):
-        FixInitiator([broker_side(tmp_path, 1), broker_side(tmp_path, 2)], on_execution=ignore)
+        initiator(tmp_path, broker_side(tmp_path, 1), broker_side(tmp_path, 2))
 
 
 @pytest.mark.asyncio
 async def test_sending_without_a_logged_on_session_raises_a_clear_error(tmp_path: Path) -> None:
-    async with FixInitiator([broker_side(tmp_path, free_port())], on_execution=ignore) as fix:
+    async with initiator(tmp_path, broker_side(tmp_path, free_port())) as fix:
         with pytest.raises(FixNotLoggedOnError, match="VENUE"):
             await fix.send("VENUE", quickfix.Message())
         with pytest.raises(FixNotLoggedOnError):
@@ -115,8 +186,8 @@ async def test_sending_without_a_logged_on_session_raises_a_clear_error(tmp_path
 @pytest.mark.asyncio
 async def test_an_acceptor_on_a_busy_port_fails_to_start(tmp_path: Path) -> None:
     port = free_port()
-    async with FixAcceptor([venue_side(tmp_path, port)], on_order=no_fills):
-        clash = FixAcceptor([venue_side(tmp_path, port, "OTHER")], on_order=no_fills)
+    async with acceptor(venue_side(tmp_path, port)):
+        clash = acceptor(venue_side(tmp_path, port, "OTHER"))
         with pytest.raises(FixSessionError, match="cannot start"):
             await clash.start()
 
@@ -124,10 +195,10 @@ async def test_an_acceptor_on_a_busy_port_fails_to_start(tmp_path: Path) -> None
 @pytest.mark.asyncio
 async def test_the_initiator_keeps_reconnecting_until_the_venue_is_up(tmp_path: Path) -> None:
     port = free_port()
-    async with FixInitiator([broker_side(tmp_path, port)], on_execution=ignore) as broker:
+    async with initiator(tmp_path, broker_side(tmp_path, port)) as broker:
         await asyncio.sleep(1.5)
         assert not broker.is_logged_on("VENUE")
-        async with FixAcceptor([venue_side(tmp_path, port)], on_order=no_fills) as venue:
+        async with acceptor(venue_side(tmp_path, port)) as venue:
             await broker.wait_logged_on("VENUE", timeout_s=10)
             await venue.wait_logged_on("BROKER", timeout_s=10)
             assert broker.is_logged_on("VENUE")
@@ -139,8 +210,8 @@ async def test_sequence_numbers_survive_a_restart_of_both_sides(tmp_path: Path) 
     for _ in range(2):
         port = free_port()
         async with (
-            FixAcceptor([venue_side(tmp_path, port)], on_order=no_fills) as venue,
-            FixInitiator([broker_side(tmp_path, port)], on_execution=ignore) as broker,
+            acceptor(venue_side(tmp_path, port)) as venue,
+            initiator(tmp_path, broker_side(tmp_path, port)) as broker,
         ):
             await broker.wait_logged_on("VENUE", timeout_s=10)
             await venue.wait_logged_on("BROKER", timeout_s=10)
@@ -148,6 +219,125 @@ async def test_sequence_numbers_survive_a_restart_of_both_sides(tmp_path: Path) 
     (broker_first, venue_first), (broker_again, venue_again) = seen
     assert broker_again > broker_first > 1
     assert venue_again > venue_first > 1
+
+
+@pytest.mark.asyncio
+async def test_an_execution_report_is_journaled_before_the_loop_hears_of_it(
+    tmp_path: Path,
+) -> None:
+    # Arrange
+    port = free_port()
+    journaled_when_told: list[list[str]] = []
+    told = asyncio.Event()
+    journal = ExecutionJournal(journal_path(tmp_path))
+
+    def on_report() -> None:
+        journaled_when_told.append([entry.execution().cl_ord_id for entry in journal.pending()])
+        told.set()
+
+    broker = FixInitiator([broker_side(tmp_path, port)], journal=journal, on_report=on_report)
+
+    # Act
+    async with acceptor(venue_side(tmp_path, port), on_order=acknowledge) as venue, broker:
+        await broker.wait_logged_on("VENUE", timeout_s=10)
+        await venue.wait_logged_on("BROKER", timeout_s=10)
+        await broker.send("VENUE", new_order_single(an_order("ORD-7")))
+        await asyncio.wait_for(told.wait(), timeout=10)
+    journal.close()
+
+    # Assert: the loop heard of it only once it was on disk, and it outlives the engine.
+    assert journaled_when_told[0] == ["ORD-7"]
+    with ExecutionJournal(journal_path(tmp_path)) as reopened:
+        [entry] = reopened.pending()
+    assert (entry.venue, entry.execution().exec_type) == ("VENUE", ExecType.NEW)
+
+
+@pytest.mark.asyncio
+async def test_the_acceptor_answers_an_order_status_request_with_a_status_report(
+    tmp_path: Path,
+) -> None:
+    # Arrange
+    port = free_port()
+    told = asyncio.Event()
+    broker = initiator(tmp_path, broker_side(tmp_path, port), on_report=told.set)
+    query = OrderStatusQuery(cl_ord_id="ORD-9", symbol="AAPL", side=Side.BUY)
+
+    # Act
+    async with acceptor(venue_side(tmp_path, port)) as venue, broker:
+        await broker.wait_logged_on("VENUE", timeout_s=10)
+        await venue.wait_logged_on("BROKER", timeout_s=10)
+        await broker.send("VENUE", order_status_request(query))
+        await asyncio.wait_for(told.wait(), timeout=10)
+
+    # Assert
+    with ExecutionJournal(journal_path(tmp_path)) as journal:
+        [entry] = journal.pending()
+    answer = entry.execution()
+    assert (answer.cl_ord_id, answer.exec_type, answer.order_status) == (
+        "ORD-9",
+        ExecType.ORDER_STATUS,
+        OrdStatus.NEW,
+    )
+
+
+@pytest.mark.asyncio
+async def test_cancel_and_wait_swallows_only_the_cancellation_it_asked_for() -> None:
+    # Arrange
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(forever())
+    await started.wait()
+
+    # Act
+    await cancel_and_wait(task)
+
+    # Assert
+    assert task.cancelled()
+
+
+@pytest.mark.asyncio
+async def test_cancel_and_wait_re_raises_the_error_a_task_had_failed_with() -> None:
+    # Arrange
+    async def broken() -> None:
+        raise RuntimeError("worker broke")
+
+    task = asyncio.create_task(broken())
+    await asyncio.wait([task])
+
+    # Act / Assert
+    with pytest.raises(RuntimeError, match="worker broke"):
+        await cancel_and_wait(task)
+
+
+@pytest.mark.asyncio
+async def test_cancel_and_wait_lets_the_callers_own_cancellation_through() -> None:
+    # Arrange: a task that takes its time to finish once cancelled.
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()
+
+    worker = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    stopper = asyncio.create_task(cancel_and_wait(worker))
+    await asyncio.sleep(0.05)
+
+    # Act
+    stopper.cancel()
+    await asyncio.wait([stopper])
+
+    # Assert
+    assert stopper.cancelled()
+    release.set()
+    await asyncio.wait([worker])
+    assert worker.cancelled()
 
 
 def test_importing_the_fix_package_keeps_ctrl_c_a_keyboard_interrupt() -> None:

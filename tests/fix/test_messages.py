@@ -1,4 +1,4 @@
-"""Pure tests of the FIX 4.4 NewOrderSingle and ExecutionReport codecs."""
+"""Pure tests of the FIX 4.4 NewOrderSingle, OrderStatusRequest and ExecutionReport codecs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import quickfix
 
 from brokermesh.mesh.fix.messages import (
+    ORD_REJ_REASON_UNKNOWN_ORDER,
     ExecType,
     Execution,
     FixMessageError,
     NewOrder,
+    OrderStatusQuery,
     OrderType,
     OrdStatus,
     Side,
@@ -22,8 +24,10 @@ from brokermesh.mesh.fix.messages import (
     format_timestamp,
     new_order_single,
     order_reject,
+    order_status_request,
     parse_execution_report,
     parse_new_order_single,
+    parse_order_status_request,
     parse_timestamp,
 )
 
@@ -94,6 +98,7 @@ def test_prices_go_on_the_wire_exactly_as_their_decimals_read() -> None:
         (ExecType.FILL, OrdStatus.FILLED, "F"),
         (ExecType.CANCELED, OrdStatus.CANCELED, "4"),
         (ExecType.REJECTED, OrdStatus.REJECTED, "8"),
+        (ExecType.ORDER_STATUS, OrdStatus.PARTIALLY_FILLED, "I"),
     ],
 )
 def test_every_kind_of_execution_survives_a_round_trip(
@@ -231,3 +236,55 @@ def test_a_float_price_is_refused() -> None:
 def test_a_message_from_the_wire_parses_like_a_built_one() -> None:
     raw = new_order_single(blueprint_order()).toString()
     assert parse_new_order_single(quickfix.Message(raw)) == blueprint_order()
+
+
+def test_an_order_status_request_survives_a_round_trip_through_the_wire_format() -> None:
+    query = OrderStatusQuery(cl_ord_id="ORD-20260316-00000001", symbol="AAPL", side=Side.SELL)
+
+    message = order_status_request(query)
+
+    assert message.getHeader().getField(int(Tag.MSG_TYPE)) == "H"
+    assert parse_order_status_request(quickfix.Message(message.toString(), False)) == query
+
+
+def test_an_order_status_request_without_a_side_is_reported_by_its_tag_name() -> None:
+    message = order_status_request(
+        OrderStatusQuery(cl_ord_id="ORD-1", symbol="AAPL", side=Side.BUY)
+    )
+    message.removeField(int(Tag.SIDE))
+
+    with pytest.raises(FixMessageError) as error:
+        parse_order_status_request(message)
+
+    assert error.value.tag_name == "Side"
+
+
+def test_an_unknown_order_status_carries_its_reject_reason_over_the_wire() -> None:
+    unknown = an_execution(
+        exec_type=ExecType.ORDER_STATUS,
+        order_status=OrdStatus.REJECTED,
+        last_qty=0,
+        last_price=Decimal(0),
+        cum_qty=0,
+        leaves_qty=0,
+        avg_price=Decimal(0),
+        text="unknown order ORD-1",
+        ord_rej_reason=ORD_REJ_REASON_UNKNOWN_ORDER,
+    )
+
+    message = execution_report(unknown)
+
+    assert message.getField(int(Tag.ORD_REJ_REASON)) == "5"
+    assert parse_execution_report(message) == unknown
+
+
+def test_a_non_numeric_reject_reason_is_reported_by_its_tag_name() -> None:
+    message = execution_report(
+        an_execution(exec_type=ExecType.REJECTED, order_status=OrdStatus.REJECTED)
+    )
+    message.setField(int(Tag.ORD_REJ_REASON), "X")
+
+    with pytest.raises(FixMessageError) as error:
+        parse_execution_report(message)
+
+    assert error.value.tag_name == "OrdRejReason"

@@ -101,6 +101,7 @@ def test_every_method_of_every_service_gets_an_entry_without_a_timeout() -> None
         (QUERY, "GetOrder"),
         (QUERY, "ListOrders"),
         (VENUES, "SendOrder"),
+        (VENUES, "QueryOrderStatus"),
         (VENUES, "ListVenues"),
     ]
     assert all("timeout" not in entry for entry in entries)

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from brokermesh.mesh.fix.messages import (
+    ORD_REJ_REASON_UNKNOWN_ORDER,
     ExecType,
     NewOrder,
+    OrderStatusQuery,
     OrderType,
     OrdStatus,
     Side,
@@ -115,3 +117,92 @@ def test_a_resting_client_order_is_told_when_another_order_hits_it() -> None:
         ("BID", ExecType.FILL, 100, Decimal("100.00"))
     ]
     assert reports[-1] == ("ALICE", alice[0])
+
+
+def test_the_status_of_a_filled_order_says_filled_with_its_quantities() -> None:
+    # Arrange
+    handler = a_handler()
+    [_, (_, fill)] = handler.handle("BROKERMESH", an_order("FILLED-1"))
+
+    # Act
+    status = handler.status(
+        "BROKERMESH", OrderStatusQuery(cl_ord_id="FILLED-1", symbol="AAPL", side=Side.BUY)
+    )
+
+    # Assert
+    assert (status.exec_type, status.order_status) == (ExecType.ORDER_STATUS, OrdStatus.FILLED)
+    assert (status.cum_qty, status.leaves_qty, status.last_qty) == (100, 0, 0)
+    assert status.avg_price == fill.avg_price
+    assert status.venue_order_id == fill.venue_order_id
+    assert status.exec_id != fill.exec_id
+
+
+def test_the_status_of_a_resting_order_says_new_with_everything_left() -> None:
+    # Arrange
+    handler = a_handler()
+    handler.handle("BROKERMESH", an_order("REST-1", price="100.00"))
+
+    # Act
+    status = handler.status(
+        "BROKERMESH", OrderStatusQuery(cl_ord_id="REST-1", symbol="AAPL", side=Side.BUY)
+    )
+
+    # Assert
+    assert (status.order_status, status.cum_qty, status.leaves_qty) == (OrdStatus.NEW, 0, 100)
+
+
+def test_the_status_of_a_cancelled_ioc_order_says_cancelled_with_nothing_left() -> None:
+    # Arrange
+    handler = a_handler()
+    handler.handle("BROKERMESH", an_order("IOC-1", price="100.00", time_in_force=TimeInForce.IOC))
+
+    # Act
+    status = handler.status(
+        "BROKERMESH", OrderStatusQuery(cl_ord_id="IOC-1", symbol="AAPL", side=Side.BUY)
+    )
+
+    # Assert
+    assert (status.order_status, status.leaves_qty) == (OrdStatus.CANCELED, 0)
+
+
+def test_an_order_the_venue_never_received_is_rejected_as_unknown() -> None:
+    # Arrange
+    handler = a_handler()
+    handler.handle("BROKERMESH", an_order("KNOWN-1"))
+
+    # Act: another session's order, and one nobody sent.
+    elsewhere = handler.status(
+        "OTHER", OrderStatusQuery(cl_ord_id="KNOWN-1", symbol="AAPL", side=Side.BUY)
+    )
+    never = handler.status(
+        "BROKERMESH", OrderStatusQuery(cl_ord_id="NEVER-1", symbol="AAPL", side=Side.SELL)
+    )
+
+    # Assert
+    for unknown in (elsewhere, never):
+        assert (unknown.exec_type, unknown.order_status) == (
+            ExecType.ORDER_STATUS,
+            OrdStatus.REJECTED,
+        )
+        assert unknown.ord_rej_reason == ORD_REJ_REASON_UNKNOWN_ORDER
+        assert (unknown.cum_qty, unknown.leaves_qty) == (0, 0)
+    assert (never.cl_ord_id, never.side, never.text) == (
+        "NEVER-1",
+        Side.SELL,
+        "unknown order NEVER-1",
+    )
+
+
+def test_an_order_the_venue_rejected_reports_its_rejection_not_an_unknown_order() -> None:
+    # Arrange
+    handler = a_handler()
+    handler.handle("BROKERMESH", an_order("ODD-1", symbol="ZZZZ"))
+
+    # Act
+    status = handler.status(
+        "BROKERMESH", OrderStatusQuery(cl_ord_id="ODD-1", symbol="ZZZZ", side=Side.BUY)
+    )
+
+    # Assert
+    assert status.order_status is OrdStatus.REJECTED
+    assert status.ord_rej_reason is None

@@ -13,16 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from brokermesh.mesh.fix.engine import BROKER_COMP_ID, FixInitiator, FixSessionConfig
+from brokermesh.mesh.fix.engine import BROKER_COMP_ID, FixSessionConfig
+from brokermesh.mesh.fix.initiator import FixInitiator
+from brokermesh.mesh.fix.journal import ExecutionJournal
 from brokermesh.mesh.fix.messages import (
+    ORD_REJ_REASON_UNKNOWN_ORDER,
     ExecType,
     Execution,
     NewOrder,
+    OrderStatusQuery,
     OrderType,
     OrdStatus,
     Side,
     TimeInForce,
     new_order_single,
+    order_status_request,
 )
 from brokermesh.services.venue_sim.runner import run_venue
 
@@ -64,7 +69,10 @@ async def a_venue(tmp_path: Path, name: str, *, seed: int = 7) -> AsyncIterator[
 async def a_broker(
     tmp_path: Path, ports: dict[str, int]
 ) -> AsyncIterator[tuple[FixInitiator, Reports]]:
-    """A FixInitiator logged on to every venue in ``ports``, with the reports it receives."""
+    """A FixInitiator logged on to every venue in ``ports``, with the reports it receives.
+
+    Each report is taken from the initiator's journal and acknowledged as it arrives.
+    """
     reports: Reports = asyncio.Queue()
     sessions = [
         FixSessionConfig(
@@ -76,11 +84,22 @@ async def a_broker(
         )
         for venue, port in ports.items()
     ]
-    on_execution = lambda venue, execution: reports.put_nowait((venue, execution))  # noqa: E731
-    async with FixInitiator(sessions, on_execution=on_execution) as initiator:
-        for venue in ports:
-            await initiator.wait_logged_on(venue, timeout_s=10)
-        yield initiator, reports
+    journal = ExecutionJournal(tmp_path / "broker" / "journal.sqlite3")
+
+    def take_from_journal() -> None:
+        for entry in journal.pending():
+            reports.put_nowait((entry.venue, entry.execution()))
+            journal.acknowledge(entry.seq)
+
+    try:
+        async with FixInitiator(
+            sessions, journal=journal, on_report=take_from_journal
+        ) as initiator:
+            for venue in ports:
+                await initiator.wait_logged_on(venue, timeout_s=10)
+            yield initiator, reports
+    finally:
+        journal.close()
 
 
 def an_order(*, quantity: int = 100, price: str = "189.50", symbol: str = "AAPL") -> NewOrder:
@@ -190,3 +209,35 @@ async def test_one_initiator_routes_to_each_of_two_venues(tmp_path: Path) -> Non
             received = await reports_until(reports, is_final)
             assert {name for name, _ in received} == {venue}
             assert received[-1][1].venue_order_id.startswith(f"{venue}-")
+
+
+@pytest.mark.asyncio
+async def test_a_venue_answers_status_requests_for_known_and_unknown_orders(
+    tmp_path: Path,
+) -> None:
+    # Arrange
+    resting = an_order(price="100.00")
+    async with a_venue(tmp_path, "XNAS") as port, a_broker(tmp_path, {"XNAS": port}) as link:
+        initiator, reports = link
+        await initiator.send("XNAS", new_order_single(resting))
+        await reports_until(reports, lambda e: e.exec_type is ExecType.NEW)
+
+        # Act
+        for cl_ord_id in (resting.cl_ord_id, "NEVER-SENT"):
+            query = OrderStatusQuery(cl_ord_id=cl_ord_id, symbol="AAPL", side=Side.BUY)
+            await initiator.send("XNAS", order_status_request(query))
+        received = await reports_until(reports, lambda e: e.cl_ord_id == "NEVER-SENT")
+
+    # Assert
+    known, unknown = (execution for _, execution in received)
+    assert (known.cl_ord_id, known.exec_type, known.order_status, known.leaves_qty) == (
+        resting.cl_ord_id,
+        ExecType.ORDER_STATUS,
+        OrdStatus.NEW,
+        100,
+    )
+    assert (unknown.exec_type, unknown.order_status, unknown.ord_rej_reason) == (
+        ExecType.ORDER_STATUS,
+        OrdStatus.REJECTED,
+        ORD_REJ_REASON_UNKNOWN_ORDER,
+    )

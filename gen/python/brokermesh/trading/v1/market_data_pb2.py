@@ -22,16 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/market_data.proto\x12\x15\x62rokermesh.trading.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x05Quote\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x16\n\x06symbol\x18\x02 \x01(\tR\x06symbol\x12\x1b\n\tbid_price\x18\x03 \x01(\tR\x08\x62idPrice\x12\x19\n\x08\x62id_size\x18\x04 \x01(\x03R\x07\x62idSize\x12\x1b\n\task_price\x18\x05 \x01(\tR\x08\x61skPrice\x12\x19\n\x08\x61sk_size\x18\x06 \x01(\x03R\x07\x61skSize\x12\x1d\n\nlast_price\x18\x07 \x01(\tR\tlastPrice\x12\x37\n\tquoted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08quotedAtb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/market_data.proto\x12\x15\x62rokermesh.trading.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x03\n\x05Quote\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x16\n\x06symbol\x18\x02 \x01(\tR\x06symbol\x12\x43\n\tbid_price\x18\x03 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\x08\x62idPrice\x12\"\n\x08\x62id_size\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x07\x62idSize\x12\x43\n\task_price\x18\x05 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\x08\x61skPrice\x12\"\n\x08\x61sk_size\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x07\x61skSize\x12\x42\n\nlast_price\x18\x07 \x01(\tB#\xbaH r\x1e\x32\x1c^[0-9]{1,10}(\\.[0-9]{1,6})?$R\tlastPrice\x12\x37\n\tquoted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08quotedAtb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'brokermesh.trading.v1.market_data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUOTE']._serialized_start=100
-  _globals['_QUOTE']._serialized_end=353
+  _globals['_QUOTE'].fields_by_name['bid_price']._loaded_options = None
+  _globals['_QUOTE'].fields_by_name['bid_price']._serialized_options = b'\272H#r!2\037^([0-9]{1,10}(\\.[0-9]{1,6})?)?$'
+  _globals['_QUOTE'].fields_by_name['bid_size']._loaded_options = None
+  _globals['_QUOTE'].fields_by_name['bid_size']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_QUOTE'].fields_by_name['ask_price']._loaded_options = None
+  _globals['_QUOTE'].fields_by_name['ask_price']._serialized_options = b'\272H#r!2\037^([0-9]{1,10}(\\.[0-9]{1,6})?)?$'
+  _globals['_QUOTE'].fields_by_name['ask_size']._loaded_options = None
+  _globals['_QUOTE'].fields_by_name['ask_size']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_QUOTE'].fields_by_name['last_price']._loaded_options = None
+  _globals['_QUOTE'].fields_by_name['last_price']._serialized_options = b'\272H r\0362\034^[0-9]{1,10}(\\.[0-9]{1,6})?$'
+  _globals['_QUOTE']._serialized_start=129
+  _globals['_QUOTE']._serialized_end=517
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,10 @@ if _version_not_supported:
 
 class TradeCaptureServiceStub:
     """Records what venues report. Idempotent per exec_id: a report seen before
-    is acknowledged and not recorded twice.
+    is acknowledged and not recorded twice. A report that cannot be applied
+    to the order (an over-fill, a fill after a final state, an unknown order)
+    is recorded as an execution break and acknowledged all the same, so the
+    reports after it are not held up.
     """
 
     def __init__(self, channel):
@@ -45,7 +48,10 @@ class TradeCaptureServiceStub:
 
 class TradeCaptureServiceServicer:
     """Records what venues report. Idempotent per exec_id: a report seen before
-    is acknowledged and not recorded twice.
+    is acknowledged and not recorded twice. A report that cannot be applied
+    to the order (an over-fill, a fill after a final state, an unknown order)
+    is recorded as an execution break and acknowledged all the same, so the
+    reports after it are not held up.
     """
 
     def RecordExecution(self, request, context):
@@ -72,7 +78,10 @@ def add_TradeCaptureServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TradeCaptureService:
     """Records what venues report. Idempotent per exec_id: a report seen before
-    is acknowledged and not recorded twice.
+    is acknowledged and not recorded twice. A report that cannot be applied
+    to the order (an over-fill, a fill after a final state, an unknown order)
+    is recorded as an execution break and acknowledged all the same, so the
+    reports after it are not held up.
     """
 
     @staticmethod

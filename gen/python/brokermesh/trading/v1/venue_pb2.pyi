@@ -1,5 +1,6 @@
 import datetime
 
+from brokermesh.common.v1 import common_pb2 as _common_pb2
 from brokermesh.trading.v1 import order_pb2 as _order_pb2
 from buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -20,6 +21,24 @@ class SendOrderRequest(_message.Message):
     def __init__(self, order: _Optional[_Union[_order_pb2.Order, _Mapping]] = ..., venue: _Optional[str] = ...) -> None: ...
 
 class SendOrderResponse(_message.Message):
+    __slots__ = ("sent_at",)
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class QueryOrderStatusRequest(_message.Message):
+    __slots__ = ("order_id", "venue", "symbol", "side")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    VENUE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    venue: str
+    symbol: str
+    side: _common_pb2.Side
+    def __init__(self, order_id: _Optional[str] = ..., venue: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ...) -> None: ...
+
+class QueryOrderStatusResponse(_message.Message):
     __slots__ = ("sent_at",)
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     sent_at: _timestamp_pb2.Timestamp

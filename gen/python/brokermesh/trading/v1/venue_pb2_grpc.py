@@ -40,6 +40,11 @@ class VenueGatewayServiceStub:
                 request_serializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderRequest.SerializeToString,
                 response_deserializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderResponse.FromString,
                 _registered_method=True)
+        self.QueryOrderStatus = channel.unary_unary(
+                '/brokermesh.trading.v1.VenueGatewayService/QueryOrderStatus',
+                request_serializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusRequest.SerializeToString,
+                response_deserializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusResponse.FromString,
+                _registered_method=True)
         self.ListVenues = channel.unary_unary(
                 '/brokermesh.trading.v1.VenueGatewayService/ListVenues',
                 request_serializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.ListVenuesRequest.SerializeToString,
@@ -53,6 +58,19 @@ class VenueGatewayServiceServicer:
 
     def SendOrder(self, request, context):
         """Sends a NewOrderSingle. Not idempotent: each call sends one message.
+        FAILED_PRECONDITION means the order certainly was not sent (trading
+        halted, unknown venue, session not logged on); after any other failure
+        the venue may or may not have the order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryOrderStatus(self, request, context):
+        """Asks a venue for the status of an order it may hold (FIX
+        OrderStatusRequest, 35=H). The venue answers with an execution report,
+        which reaches trade capture like any other. Idempotent: asking again
+        only makes the venue answer again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +90,11 @@ def add_VenueGatewayServiceServicer_to_server(servicer, server):
                     servicer.SendOrder,
                     request_deserializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderRequest.FromString,
                     response_serializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderResponse.SerializeToString,
+            ),
+            'QueryOrderStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryOrderStatus,
+                    request_deserializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusRequest.FromString,
+                    response_serializer=brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusResponse.SerializeToString,
             ),
             'ListVenues': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVenues,
@@ -107,6 +130,33 @@ class VenueGatewayService:
             '/brokermesh.trading.v1.VenueGatewayService/SendOrder',
             brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderRequest.SerializeToString,
             brokermesh_dot_trading_dot_v1_dot_venue__pb2.SendOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryOrderStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokermesh.trading.v1.VenueGatewayService/QueryOrderStatus',
+            brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusRequest.SerializeToString,
+            brokermesh_dot_trading_dot_v1_dot_venue__pb2.QueryOrderStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Tests of trade capture: execution reports into events, breaks and acknowledgements."""

@@ -1,0 +1,1 @@
+"""Tests of the venue gateway: the execution journal, its forwarder and order status queries."""
