@@ -20,7 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from brokermesh.mesh.config import ServiceSettings
-from brokermesh.mesh.jetstream import ensure_jetstream
+from brokermesh.mesh.errors import ConfigError
+from brokermesh.mesh.jetstream import asset_mode, ensure_jetstream
 from brokermesh.services.ledger.manifest import MANIFEST
 from brokermesh.services.ledger.query import OrderQueryService
 from brokermesh.services.ledger.relay import OutboxRelay
@@ -46,6 +47,15 @@ class LedgerSettings(ServiceSettings):
     publish_timeout_ms: int = 5_000
     #: Most PostgreSQL connections the query service holds.
     query_pool_size: int = 8
+    #: "manage" creates and updates the JetStream assets; "verify" only checks them (an
+    #: operator owns them, as nack does in Kubernetes).
+    jetstream_assets: str = "manage"
+
+    def __post_init__(self) -> None:
+        try:
+            asset_mode(self.jetstream_assets)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="jetstream_assets") from exc
 
 
 class LedgerApp:
@@ -134,7 +144,7 @@ class LedgerApp:
         backoff_s = 0.5
         while True:
             try:
-                await ensure_jetstream(js)
+                await ensure_jetstream(js, self._settings.jetstream_assets)
                 return
             except Exception as exc:  # any failure here is retried, loudly
                 _LOGGER.warning(
