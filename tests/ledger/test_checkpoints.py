@@ -144,6 +144,30 @@ async def test_a_round_with_nothing_new_publishes_nothing(
 
 
 @pytest.mark.asyncio
+async def test_more_heads_than_one_checkpoint_holds_go_out_in_several_that_chain(
+    own_pool: asyncpg.Pool,
+    own_conn: asyncpg.Connection,
+    bus: JetStreamContext,
+    key: Ed25519PrivateKey,
+) -> None:
+    small = Checkpointer(own_pool, bus, key, interval_s=3600, max_heads=2)
+    orders = [new_order() for _ in range(3)]
+    for order in orders:
+        await append_order(own_conn, order, _PATH)
+
+    published = await small.checkpoint()
+
+    taken = await _published(bus)
+    record = await _record(bus, key)
+    assert published == 2
+    assert [len(c.heads) for c in taken] == [2, 1]
+    # Only the last of a round moves the cursor, so a crash between them rescans.
+    assert taken[0].cursor == 0 < taken[1].cursor
+    assert list(record.breaks) == []
+    assert set(record.heads) == {(order.order_id, 3) for order in orders}
+
+
+@pytest.mark.asyncio
 async def test_a_transaction_that_commits_late_is_in_the_next_checkpoint(
     own_db: Any, own_conn: asyncpg.Connection, checkpointer: Checkpointer, bus: JetStreamContext
 ) -> None:
