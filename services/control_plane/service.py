@@ -66,6 +66,9 @@ Mutation = Callable[[control_pb2.TradingControls], None]
 class ControlPlaneSettings(ServiceSettings):
     """Settings of the control-plane service."""
 
+    #: "manage" creates and updates the JetStream assets; "verify" only checks them (an
+    #: operator owns them, as nack does in Kubernetes).
+    jetstream_assets: str = "manage"
     #: Compare-and-set attempts on the controls key before a change is refused as ABORTED.
     write_attempts: int = 5
     #: Attempts at publishing one audit record; retries are de-duplicated by change id.
@@ -458,7 +461,7 @@ class ControlPlaneApp:
             async with asyncio.timeout(self.settings.nats_start_timeout_s):
                 await mesh_controls.connect(self._nc, self.settings.nats_url, name="control-plane")
                 # Creating streams may take longer than a request's budget.
-                await ensure_jetstream(self._nc.jetstream())
+                await ensure_jetstream(self._nc.jetstream(), self.settings.jetstream_assets)
                 js = self._nc.jetstream(timeout=self.settings.nats_timeout_s)
                 kv = await js.key_value(mesh_controls.BUCKET)
         except TimeoutError as exc:

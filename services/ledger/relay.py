@@ -59,10 +59,8 @@ ORDER BY o.position
 LIMIT $1
 """
 
-_MARK = """
-UPDATE outbox SET published_at = now()
-WHERE position = ANY($1::bigint[]) AND published_at IS NULL
-"""
+#: Only this function may set published_at, and only from NULL to now() (migration 0005).
+_MARK = "SELECT mark_published($1::bigint[])"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
-"""The ledger process: outbox relay, live projection and order queries behind one App.
+"""The ledger process: outbox relay, checkpoints, live projection and order queries in one App.
 
 Queries need only PostgreSQL, so the gRPC server serves them from the moment
 the pool is open. NATS is reached from a background task that connects with
-unlimited reconnects and then runs the relay; while NATS is down that task
-simply waits and the outbox holds the events.
+unlimited reconnects and then runs the relay and the checkpointer; while NATS
+is down that task simply waits and the outbox holds the events. The
+checkpointer signs with a key read (or, on first start, generated) at start,
+so a ledger that cannot sign does not start at all.
 """
 
 from __future__ import annotations
@@ -13,14 +15,22 @@ import contextlib
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 import asyncpg
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from brokermesh.mesh.config import ServiceSettings
-from brokermesh.mesh.jetstream import ensure_jetstream
+from brokermesh.mesh.errors import ConfigError
+from brokermesh.mesh.jetstream import asset_mode, ensure_jetstream
+from brokermesh.services.ledger.checkpoints import (
+    PRIVATE_KEY_FILE,
+    Checkpointer,
+    ensure_signing_key,
+)
 from brokermesh.services.ledger.manifest import MANIFEST
 from brokermesh.services.ledger.query import OrderQueryService
 from brokermesh.services.ledger.relay import OutboxRelay
@@ -46,11 +56,35 @@ class LedgerSettings(ServiceSettings):
     publish_timeout_ms: int = 5_000
     #: Most PostgreSQL connections the query service holds.
     query_pool_size: int = 8
+    #: "manage" creates and updates the JetStream assets; "verify" only checks them (an
+    #: operator owns them, as nack does in Kubernetes).
+    jetstream_assets: str = "manage"
+    #: Interval between checkpoints of the stream heads on JetStream; one more is taken at
+    #: shutdown.
+    checkpoint_interval_ms: int = 10_000
+    #: PEM file with the Ed25519 key checkpoints are signed with, generated with its public
+    #: half (``checkpoint-signing.pub.pem``) beside it when missing. Empty means
+    #: ``<data_dir>/keys/checkpoint-signing.pem``.
+    checkpoint_key_path: Path = Path()
     #: DSN of the relay's own connection; empty means ``database_url``. The relay LISTENs and
     #: holds a session advisory lock so that one ledger publishes at a time, and both need a
     #: real session: where ``database_url`` goes through a transaction-mode pooler, point this
     #: at the primary itself.
     relay_database_url: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            asset_mode(self.jetstream_assets)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="jetstream_assets") from exc
+        if self.checkpoint_interval_ms <= 0:
+            raise ConfigError(
+                f"checkpoint_interval_ms={self.checkpoint_interval_ms} must be positive",
+                field="checkpoint_interval_ms",
+            )
+        if self.checkpoint_key_path == Path():
+            derived = self.data_dir / "keys" / PRIVATE_KEY_FILE
+            object.__setattr__(self, "checkpoint_key_path", derived)
 
     @property
     def relay_dsn(self) -> str:
@@ -63,17 +97,21 @@ class LedgerApp:
 
     ``register`` may be called before ``start`` (the server bootstrap does):
     the pool object exists from ``register`` on and opens in ``start``.
-    ``stop`` cancels the relay and closes the pool; call it once.
+    ``stop`` cancels the relay and the checkpointer, takes a last checkpoint
+    and closes the connections; call it once.
     """
 
     def __init__(self, settings: LedgerSettings) -> None:
         self._settings = settings
         self._pool: asyncpg.Pool | None = None
-        self._relay_task: asyncio.Task[None] | None = None
+        self._nc = NatsClient()
+        self._bus_task: asyncio.Task[None] | None = None
         self._nats_warned_at = float("-inf")
         self._stopping = False
         #: The running relay once NATS is connected; None before.
         self.relay: OutboxRelay | None = None
+        #: The checkpointer once NATS is connected; None before.
+        self.checkpointer: Checkpointer | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         order_query_pb2_grpc.add_OrderQueryServiceServicer_to_server(
@@ -81,19 +119,24 @@ class LedgerApp:
         )
 
     async def start(self) -> None:
+        key = ensure_signing_key(self._settings.checkpoint_key_path)
         pool = self._ensure_pool()
         await pool
         # The relay owns its own connections; it must never hold up serving queries.
-        self._relay_task = asyncio.create_task(self._relay_forever(), name="ledger-outbox-relay")
+        self._bus_task = asyncio.create_task(self._bus_forever(pool, key), name="ledger-bus")
         _LOGGER.info("ledger started (NATS %s)", self._settings.nats_url)
 
     async def stop(self) -> None:
-        task, self._relay_task = self._relay_task, None
+        task, self._bus_task = self._bus_task, None
         self._stopping = True
         try:
             if task is not None:
                 await _cancel(task)
+            await self._last_checkpoint()
         finally:
+            # Cancelled mid-connect or mid-relay alike: the client must not outlive us.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._nc.close())
             if self._pool is not None:
                 await self._pool.close()
         _LOGGER.info("ledger stopped")
@@ -109,46 +152,62 @@ class LedgerApp:
             )
         return self._pool
 
-    async def _relay_forever(self) -> None:
-        """Connect to NATS (waiting as long as it takes), ensure the stream, run the relay."""
+    async def _bus_forever(self, pool: asyncpg.Pool, key: Ed25519PrivateKey) -> None:
+        """Connect to NATS (waiting as long as it takes), ensure the streams, then relay and
+        checkpoint until cancelled."""
         settings = self._settings
-        nc = NatsClient()
+        await self._nc.connect(
+            servers=[settings.nats_url],
+            name="ledger",
+            max_reconnect_attempts=-1,
+            error_cb=self._on_nats_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=_on_reconnected,
+        )
+        _LOGGER.info("connected to NATS %s", settings.nats_url)
+        js = self._nc.jetstream(timeout=settings.publish_timeout_ms / 1000)
+        await self._ensure_stream(js)
+        self.checkpointer = Checkpointer(
+            pool,
+            js,
+            key,
+            interval_s=settings.checkpoint_interval_ms / 1000,
+            publish_timeout_s=settings.publish_timeout_ms / 1000,
+        )
+        self.relay = OutboxRelay(
+            settings.relay_dsn,
+            self._nc,
+            js,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_ms / 1000,
+            publish_timeout_s=settings.publish_timeout_ms / 1000,
+        )
+        # The chain starts (or resumes) before the relay publishes anything.
+        await self.checkpointer.attempt()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.checkpointer.run(), name="ledger-checkpoints")
+            group.create_task(self.relay.run(), name="ledger-outbox-relay")
+
+    async def _last_checkpoint(self) -> None:
+        """Checkpoint what the relay published last, so a restart leaves no stream unanchored."""
+        if self.checkpointer is None or not self._nc.is_connected:
+            return
         try:
-            await nc.connect(
-                servers=[settings.nats_url],
-                name="ledger",
-                max_reconnect_attempts=-1,
-                error_cb=self._on_nats_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=_on_reconnected,
-            )
-            _LOGGER.info("connected to NATS %s", settings.nats_url)
-            js = nc.jetstream(timeout=settings.publish_timeout_ms / 1000)
-            await self._ensure_stream(js)
-            self.relay = OutboxRelay(
-                settings.relay_dsn,
-                nc,
-                js,
-                batch_size=settings.relay_batch_size,
-                poll_interval_s=settings.relay_poll_interval_ms / 1000,
-                publish_timeout_s=settings.publish_timeout_ms / 1000,
-            )
-            await self.relay.run()
-        finally:
-            # Cancelled mid-connect or mid-relay alike: the client must not outlive us.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(nc.close())
+            async with asyncio.timeout(self._settings.publish_timeout_ms / 1000):
+                await self.checkpointer.attempt()
+        except TimeoutError:
+            _LOGGER.warning("no checkpoint at shutdown: JetStream did not answer in time")
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        """Create or confirm the ORDERS stream, retrying while JetStream is unavailable."""
+        """Create or confirm the JetStream assets, retrying while JetStream is unavailable."""
         backoff_s = 0.5
         while True:
             try:
-                await ensure_jetstream(js)
+                await ensure_jetstream(js, self._settings.jetstream_assets)
                 return
             except Exception as exc:  # any failure here is retried, loudly
                 _LOGGER.warning(
-                    "cannot ensure the JetStream stream (%s: %s); retrying in %.1f s",
+                    "cannot ensure the JetStream assets (%s: %s); retrying in %.1f s",
                     type(exc).__name__,
                     exc,
                     backoff_s,

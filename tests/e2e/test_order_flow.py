@@ -154,7 +154,7 @@ def brokermesh(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
 
 
 def verify_audit(platform: Platform) -> subprocess.CompletedProcess[str]:
-    """``brokermesh audit verify`` against the platform's store and its JetStream copies."""
+    """``brokermesh audit verify`` against the platform's store and its JetStream witnesses."""
     return brokermesh(
         "audit",
         "verify",
@@ -162,6 +162,8 @@ def verify_audit(platform: Platform) -> subprocess.CompletedProcess[str]:
         platform.dsn,
         "--nats-url",
         platform.layout.nats_url,
+        "--checkpoint-key",
+        str(platform.data_dir / "ledger" / "keys" / "checkpoint-signing.pub.pem"),
     )
 
 

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
@@ -116,6 +117,20 @@ async def drain(conn: asyncpg.Connection, js: JetStreamContext) -> int:
         total += result.published
         if result.read == 0:
             return total
+
+
+async def as_owner(owner_dsn: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Run ``statements`` as the owner with the append-only trigger off, as a forger would."""
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute("ALTER TABLE order_events DISABLE TRIGGER order_events_append_only")
+        try:
+            for sql, params in statements:
+                await owner.execute(sql, *params)
+        finally:
+            await owner.execute("ALTER TABLE order_events ENABLE TRIGGER order_events_append_only")
+    finally:
+        await owner.close()
 
 
 async def next_sequence(js: JetStreamContext) -> int:

@@ -101,6 +101,7 @@ async def test_risk_decisions_are_also_published_on_risk_decisions(
 
 @pytest.mark.asyncio
 async def test_publishing_an_event_again_is_reported_as_a_duplicate(
+    postgres: Any,
     conn: asyncpg.Connection,
     js: JetStreamContext,
 ) -> None:
@@ -111,11 +112,16 @@ async def test_publishing_an_event_again_is_reported_as_a_duplicate(
         "SELECT view FROM order_views WHERE order_id = $1", order.order_id
     )
 
-    # Forget the marks, as a relay that crashed between the ack and the commit would.
-    await conn.execute(
-        "UPDATE outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
-        [e.event_id for e in appended],
-    )
+    # Forget the marks, as a relay that crashed between the ack and the commit would; only
+    # the owner can, since the application role may move published_at forward alone.
+    owner = await asyncpg.connect(postgres.owner_dsn)
+    try:
+        await owner.execute(
+            "UPDATE outbox SET published_at = NULL WHERE event_id = ANY($1::uuid[])",
+            [e.event_id for e in appended],
+        )
+    finally:
+        await owner.close()
     result = await relay.publish_pending(conn, js, limit=256)
 
     # Six events plus the risk copy of the approval: JetStream already stored all seven.

@@ -15,15 +15,18 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from brokermesh.mesh.jetstream import (
+    AUDIT_CHECKPOINTS_STREAM,
     CONTROL_AUDIT_STREAM,
     CONTROLS_BUCKET,
     ORDERS,
     ORDERS_STREAM,
+    AssetMismatch,
     ensure_jetstream,
 )
 from brokermesh.platform.nats import LocalNats
@@ -74,6 +77,7 @@ async def test_ensure_is_idempotent(js: JetStreamContext) -> None:
     expected = {
         ORDERS_STREAM: "unchanged",
         CONTROL_AUDIT_STREAM: "unchanged",
+        AUDIT_CHECKPOINTS_STREAM: "unchanged",
         f"KV_{CONTROLS_BUCKET}": "unchanged",
     }
     assert first == expected
@@ -86,7 +90,7 @@ async def test_orders_stream_has_the_platform_definition(js: JetStreamContext) -
 
     assert sorted(config.subjects or []) == ["risk.decisions.>", "trading.orders.>"]
     assert config.duplicate_window == 600
-    assert config.max_age == 30 * 24 * 60 * 60
+    assert not config.max_age
     assert config.storage == StorageType.FILE
     assert config.retention == RetentionPolicy.LIMITS
     assert config.deny_delete and config.deny_purge
@@ -103,6 +107,19 @@ async def test_control_audit_stream_and_controls_bucket(js: JetStreamContext) ->
     assert audit.deny_delete and audit.deny_purge
     assert bucket.history == 64
     assert bucket.stream_info.config.storage == StorageType.FILE
+
+
+@pytest.mark.asyncio
+async def test_checkpoint_stream_keeps_every_checkpoint_and_refuses_deletion(
+    js: JetStreamContext,
+) -> None:
+    config = (await js.stream_info(AUDIT_CHECKPOINTS_STREAM)).config
+
+    assert config.subjects == ["audit.checkpoints"]
+    assert config.storage == StorageType.FILE
+    assert config.retention == RetentionPolicy.LIMITS
+    assert not config.max_age
+    assert config.deny_delete and config.deny_purge
 
 
 @pytest.mark.asyncio
@@ -138,8 +155,77 @@ async def test_drift_is_corrected(private_js: JetStreamContext) -> None:
 
     assert outcomes[ORDERS_STREAM] == "updated"
     assert outcomes[f"KV_{CONTROLS_BUCKET}"] == "updated"
-    assert (await private_js.stream_info(ORDERS_STREAM)).config.max_age == 30 * 24 * 60 * 60
+    assert not (await private_js.stream_info(ORDERS_STREAM)).config.max_age
     assert (await (await private_js.key_value(CONTROLS_BUCKET)).status()).history == 64
+
+
+@pytest.mark.asyncio
+async def test_an_update_sends_the_replica_count_the_stream_has(
+    private_nats: LocalNats, private_js: JetStreamContext
+) -> None:
+    # Arrange: a drifted stream, and a second client that sees the update request on the wire.
+    await private_js.update_stream(ORDERS.evolve(max_age=24 * 60 * 60))
+    replicas = (await private_js.stream_info(ORDERS_STREAM)).config.num_replicas
+    observer = await nats.connect(private_nats.url)
+    requests: list[dict[str, Any]] = []
+
+    async def record(msg: Msg) -> None:
+        requests.append(json.loads(msg.data))
+
+    try:
+        await observer.subscribe(f"$JS.API.STREAM.UPDATE.{ORDERS_STREAM}", cb=record)
+        await observer.flush()
+
+        # Act
+        await ensure_jetstream(private_js)
+        await observer.flush()
+    finally:
+        await observer.close()
+
+    # Assert: left out, the server would take one replica, whatever the stream had.
+    assert [request.get("num_replicas") for request in requests] == [replicas]
+
+
+@pytest.mark.asyncio
+async def test_verify_mode_reports_a_drifted_stream_and_leaves_it_as_it_is(
+    private_js: JetStreamContext,
+) -> None:
+    await private_js.update_stream(ORDERS.evolve(max_age=24 * 60 * 60))
+    try:
+        with pytest.raises(AssetMismatch, match=r"stream ORDERS differs .* in max_age"):
+            await ensure_jetstream(private_js, "verify")
+
+        assert (await private_js.stream_info(ORDERS_STREAM)).config.max_age == 24 * 60 * 60
+    finally:
+        await ensure_jetstream(private_js)
+
+
+@pytest.mark.asyncio
+async def test_verify_mode_does_not_create_a_missing_stream(private_js: JetStreamContext) -> None:
+    await private_js.delete_stream(AUDIT_CHECKPOINTS_STREAM)
+    try:
+        with pytest.raises(AssetMismatch, match="stream AUDIT_CHECKPOINTS does not exist"):
+            await ensure_jetstream(private_js, "verify")
+
+        with pytest.raises(NotFoundError):
+            await private_js.stream_info(AUDIT_CHECKPOINTS_STREAM)
+    finally:
+        await ensure_jetstream(private_js)
+
+
+@pytest.mark.asyncio
+async def test_verify_mode_passes_assets_that_match(private_js: JetStreamContext) -> None:
+    await ensure_jetstream(private_js)
+
+    outcomes = await ensure_jetstream(private_js, "verify")
+
+    assert set(outcomes.values()) == {"verified"}
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_asset_mode_is_refused_by_name(private_js: JetStreamContext) -> None:
+    with pytest.raises(ValueError, match="jetstream_assets='own' is not one of: manage, verify"):
+        await ensure_jetstream(private_js, "own")
 
 
 def test_server_syncs_every_write(nats_server: Any) -> None:

@@ -23,6 +23,8 @@ from brokermesh.platform.migrate import (
 )
 
 SHIPPED = [m.name for m in discover()]
+#: The version a test's extra migration takes: the one after the last shipped.
+NEXT = f"{discover()[-1].version + 1:04d}"
 
 
 @pytest.mark.asyncio
@@ -114,6 +116,105 @@ async def test_trigger_refuses_truncate_for_the_owner(fresh_database: Any) -> No
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO outbox (event_id) SELECT event_id FROM order_events WHERE stream_id = $1",
+        "UPDATE outbox SET published_at = now() WHERE event_id IN "
+        "(SELECT event_id FROM order_events WHERE stream_id = $1)",
+    ],
+    ids=["insert", "update"],
+)
+async def test_app_role_cannot_write_the_outbox(postgres: Any, statement: str) -> None:
+    stream = f"ORD-TEST-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres.app_dsn)
+    try:
+        await _append_event(conn, stream)
+
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await conn.execute(statement, stream)
+
+        published = await conn.fetchval(
+            "SELECT count(*) FROM outbox JOIN order_events USING (event_id) "
+            "WHERE stream_id = $1 AND published_at IS NOT NULL",
+            stream,
+        )
+    finally:
+        await conn.close()
+    assert published == 0
+
+
+@pytest.mark.asyncio
+async def test_an_event_the_app_role_inserts_by_hand_gets_exactly_one_outbox_row(
+    postgres: Any,
+) -> None:
+    stream = f"ORD-TEST-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres.app_dsn)
+    try:
+        await _append_event(conn, stream)
+
+        rows = await conn.fetch(
+            "SELECT o.published_at FROM outbox o JOIN order_events e USING (event_id) "
+            "WHERE e.stream_id = $1",
+            stream,
+        )
+    finally:
+        await conn.close()
+    assert [row["published_at"] for row in rows] == [None]
+
+
+@pytest.mark.asyncio
+async def test_mark_published_sets_published_at_once_and_never_moves_it(postgres: Any) -> None:
+    # Arrange: one unpublished event.
+    stream = f"ORD-TEST-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres.app_dsn)
+    try:
+        await _append_event(conn, stream)
+        position = await conn.fetchval(
+            "SELECT o.position FROM outbox o JOIN order_events e USING (event_id) "
+            "WHERE e.stream_id = $1",
+            stream,
+        )
+
+        # Act: mark it, then mark it again in a later transaction.
+        async with conn.transaction():
+            first = await conn.fetchval("SELECT mark_published($1::bigint[])", [position])
+            first_at = await conn.fetchval("SELECT now()")
+        again = await conn.fetchval("SELECT mark_published($1::bigint[])", [position])
+        published_at = await conn.fetchval(
+            "SELECT published_at FROM outbox WHERE position = $1", position
+        )
+    finally:
+        await conn.close()
+
+    # Assert: NULL -> the first transaction's now(); the second call changed nothing.
+    assert (first, again) == (1, 0)
+    assert published_at == first_at
+
+
+@pytest.mark.asyncio
+async def test_mark_published_is_refused_to_roles_other_than_the_app_role(
+    postgres: Any,
+) -> None:
+    outsider = f"brokermesh_test_{uuid.uuid4().hex[:8]}"
+    owner = await asyncpg.connect(postgres.owner_dsn)
+    try:
+        await owner.execute(f"CREATE ROLE {outsider} NOLOGIN")
+        try:
+            await owner.execute(f"SET ROLE {outsider}")
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError,
+                match="permission denied for function mark_published",
+            ):
+                await owner.execute("SELECT mark_published(ARRAY[]::bigint[])")
+        finally:
+            await owner.execute("RESET ROLE")
+            await owner.execute(f"DROP ROLE {outsider}")
+    finally:
+        await owner.close()
+
+
+@pytest.mark.asyncio
 async def test_changed_applied_migration_is_refused_by_name(
     fresh_database: Any, tmp_path: Path
 ) -> None:
@@ -121,7 +222,7 @@ async def test_changed_applied_migration_is_refused_by_name(
     await apply_migrations(fresh_database.owner_dsn, folder)
     edited = folder / "0002_reference_data.sql"
     edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
-    (folder / "0005_later.sql").write_text("CREATE TABLE later (id integer);\n")
+    (folder / f"{NEXT}_later.sql").write_text("CREATE TABLE later (id integer);\n")
 
     with pytest.raises(MigrationError, match=r"0002_reference_data\.sql"):
         await apply_migrations(fresh_database.owner_dsn, folder)
@@ -140,9 +241,11 @@ async def test_changed_applied_migration_is_refused_by_name(
 @pytest.mark.asyncio
 async def test_failing_migration_leaves_no_trace(fresh_database: Any, tmp_path: Path) -> None:
     folder = _copy_migrations(tmp_path)
-    (folder / "0005_broken.sql").write_text("CREATE TABLE half_done (id integer);\nSELECT 1 / 0;\n")
+    (folder / f"{NEXT}_broken.sql").write_text(
+        "CREATE TABLE half_done (id integer);\nSELECT 1 / 0;\n"
+    )
 
-    with pytest.raises(MigrationError, match=r"0005_broken\.sql"):
+    with pytest.raises(MigrationError, match=rf"{NEXT}_broken\.sql"):
         await apply_migrations(fresh_database.owner_dsn, folder)
 
     conn = await asyncpg.connect(fresh_database.owner_dsn)
@@ -152,7 +255,7 @@ async def test_failing_migration_leaves_no_trace(fresh_database: Any, tmp_path: 
     finally:
         await conn.close()
     assert half_done is None
-    assert sorted(versions) == [1, 2, 3, 4]
+    assert sorted(versions) == [m.version for m in discover()]
 
 
 def test_duplicate_versions_are_refused(tmp_path: Path) -> None:

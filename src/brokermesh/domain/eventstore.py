@@ -4,9 +4,10 @@ Each order is one stream. Appending version N succeeds only if no event N
 exists (a unique constraint), so two writers racing on one order cannot both
 win. Each row's ``hash`` covers the previous row's hash in the same stream and
 the row's own identity and payload; altering any stored row breaks the chain
-from that row on, which :func:`verify` reports. Every appended event also gets
-an outbox row in the same transaction, so committing an event and scheduling
-its publication are one atomic step.
+from that row on, which :func:`verify` reports. A trigger gives every appended
+event its outbox row in the same transaction and wakes the relay, so committing
+an event and scheduling its publication are one atomic step that no writer can
+skip.
 """
 
 from __future__ import annotations
@@ -30,22 +31,17 @@ Executor: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[
 #: ``prev_hash`` of the first event in a stream.
 GENESIS = bytes(32)
 
-#: Channel the relay LISTENs on; notified in the appending transaction.
+#: Channel the relay LISTENs on; the outbox trigger (migration 0005) notifies it in the
+#: appending transaction.
 OUTBOX_CHANNEL = "brokermesh_outbox"
 
 _APPEND = """
-WITH appended AS (
-    INSERT INTO order_events
-        (event_id, stream_id, stream_version, event_type, event_version, payload, prev_hash, hash)
-    SELECT * FROM unnest(
-        $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
-        $8::bytea[]
-    )
-    RETURNING event_id, position
-), scheduled AS (
-    INSERT INTO outbox (event_id) SELECT event_id FROM appended ORDER BY position
+INSERT INTO order_events
+    (event_id, stream_id, stream_version, event_type, event_version, payload, prev_hash, hash)
+SELECT * FROM unnest(
+    $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bytea[], $7::bytea[],
+    $8::bytea[]
 )
-SELECT pg_notify($9, '')
 """
 
 #: Opens a new order's stream and claims its (account, client order id) in
@@ -54,7 +50,7 @@ SELECT pg_notify($9, '')
 _OPEN = """
 WITH claimed AS (
     INSERT INTO order_requests (account_id, client_order_id, order_id)
-    VALUES ($10, $11, ($2::text[])[1]) ON CONFLICT DO NOTHING
+    VALUES ($9, $10, ($2::text[])[1]) ON CONFLICT DO NOTHING
     RETURNING order_id
 ), appended AS (
     INSERT INTO order_events
@@ -64,11 +60,8 @@ WITH claimed AS (
         $8::bytea[]
     ) AS e
     WHERE EXISTS (SELECT FROM claimed)
-    RETURNING event_id, position
-), scheduled AS (
-    INSERT INTO outbox (event_id) SELECT event_id FROM appended ORDER BY position
 )
-SELECT EXISTS (SELECT FROM claimed) AS claimed, pg_notify($9, '')
+SELECT EXISTS (SELECT FROM claimed) AS claimed
 """
 
 _READ_STREAM = """
@@ -149,7 +142,7 @@ async def append(conn: Executor, head: StreamHead, events: Sequence[OrderEvent])
     """
     columns, new_head = _columns(head, events)
     try:
-        await conn.execute(_APPEND, *columns, OUTBOX_CHANNEL)
+        await conn.execute(_APPEND, *columns)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != "order_events_stream_version_key":
             raise
@@ -171,7 +164,7 @@ async def open_stream(
     already claimed by another order, in which case nothing was written.
     """
     columns, new_head = _columns(StreamHead(), events)
-    row = await conn.fetchrow(_OPEN, *columns, OUTBOX_CHANNEL, account_id, client_order_id)
+    row = await conn.fetchrow(_OPEN, *columns, account_id, client_order_id)
     return new_head if row is not None and row["claimed"] else None
 
 
