@@ -19,12 +19,13 @@ import argparse
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from brokermesh.mesh.manifest import Backend, Plane, ServiceManifest
 from brokermesh.services.gateway.settings import PUBLIC_KEY_FILE
+from brokermesh.services.ledger.checkpoints import PRIVATE_KEY_FILE as CHECKPOINT_KEY_FILE
 from brokermesh.services.registry import MANIFESTS
 from brokermesh.services.venue_sim.manifest import MANIFESTS as SIMULATORS
 
@@ -37,10 +38,32 @@ METRICS_PORT = 9464
 DATA_DIR = "/var/lib/brokermesh"
 #: Service port name and appProtocol of each extra port purpose a manifest may declare.
 PORT_PROTOCOLS = {"http": ("http", "http"), "fix": ("tcp-fix", "tcp")}
-#: Where the gateway reads the public key that verifies bearer tokens (its ConfigMap sets
-#: BROKERMESH_GATEWAY_JWT_PUBLIC_KEY_PATH to this folder and PUBLIC_KEY_FILE).
-JWT_KEY_DIR = "/etc/brokermesh/jwt"
-JWT_KEY_SECRET = "brokermesh-jwt-signing-key"
+
+
+class MountedKey(NamedTuple):
+    """A key file a service reads from a Secret; its ConfigMap points the setting at it."""
+
+    volume: str
+    secret: str
+    folder: str
+    file: str
+
+
+#: Per service, the keys it reads: the gateway the public key that verifies bearer tokens
+#: (BROKERMESH_GATEWAY_JWT_PUBLIC_KEY_PATH), the ledger the private key it signs audit
+#: checkpoints with (BROKERMESH_LEDGER_CHECKPOINT_KEY_PATH). Every replica must use the same
+#: checkpoint key, so it cannot be generated into a pod's own data directory.
+MOUNTED_KEYS = {
+    "gateway": MountedKey(
+        "jwt-signing-key", "brokermesh-jwt-signing-key", "/etc/brokermesh/jwt", PUBLIC_KEY_FILE
+    ),
+    "ledger": MountedKey(
+        "checkpoint-signing-key",
+        "brokermesh-checkpoint-signing-key",
+        "/etc/brokermesh/checkpoints",
+        CHECKPOINT_KEY_FILE,
+    ),
+}
 #: Services that keep per-account state in memory: every call for one account goes to one
 #: replica, hashed on the metadata order entry names the account in.
 ACCOUNT_AFFINITY = ("oms", "risk")
@@ -246,8 +269,8 @@ def _container(m: ServiceManifest) -> Obj:
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if m.name == "gateway":
-        mounts.append({"name": "jwt-signing-key", "mountPath": JWT_KEY_DIR, "readOnly": True})
+    if key := MOUNTED_KEYS.get(m.name):
+        mounts.append({"name": key.volume, "mountPath": key.folder, "readOnly": True})
     container: Obj = {
         "name": m.name,
         "image": "brokermesh",
@@ -282,14 +305,14 @@ def _volumes(m: ServiceManifest) -> list[Obj]:
         {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
-    if m.name == "gateway":
+    if key := MOUNTED_KEYS.get(m.name):
         volumes.append(
             {
-                "name": "jwt-signing-key",
+                "name": key.volume,
                 "secret": {
-                    "secretName": JWT_KEY_SECRET,
+                    "secretName": key.secret,
                     "defaultMode": 0o440,
-                    "items": [{"key": PUBLIC_KEY_FILE, "path": PUBLIC_KEY_FILE}],
+                    "items": [{"key": key.file, "path": key.file}],
                 },
             }
         )

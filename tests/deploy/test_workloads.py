@@ -147,22 +147,48 @@ def test_settings_follow_the_manifest(
         )
 
 
-def test_the_gateway_listens_on_all_interfaces_and_reads_the_signing_key_secret(
-    rendered: dict[str, list[Obj]],
-) -> None:
+def test_the_gateway_listens_on_all_interfaces(rendered: dict[str, list[Obj]]) -> None:
     gateway = next(m for m in MANIFESTS if m.name == "gateway")
     for overlay in OVERLAYS:
-        objects = rendered[overlay]
-        env = settings(objects, gateway)
-        pod = find(objects, "Deployment", "gateway", "brokermesh-data")["spec"]["template"]
-        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-        mounts = {v["mountPath"]: v["name"] for v in container(objects, gateway)["volumeMounts"]}
-        key_path = env["BROKERMESH_GATEWAY_JWT_PUBLIC_KEY_PATH"]
-        folder, _, file = key_path.rpartition("/")
+        assert settings(rendered[overlay], gateway)["BROKERMESH_GATEWAY_HTTP_HOST"] == "0.0.0.0"
 
-        assert env["BROKERMESH_GATEWAY_HTTP_HOST"] == "0.0.0.0"
-        assert volumes[mounts[folder]]["secret"]["secretName"] == "brokermesh-jwt-signing-key"
+
+@pytest.mark.parametrize(
+    ("service", "setting", "secret"),
+    [
+        ("gateway", "BROKERMESH_GATEWAY_JWT_PUBLIC_KEY_PATH", "brokermesh-jwt-signing-key"),
+        (
+            "ledger",
+            "BROKERMESH_LEDGER_CHECKPOINT_KEY_PATH",
+            "brokermesh-checkpoint-signing-key",
+        ),
+    ],
+)
+def test_a_key_setting_points_at_the_file_its_secret_mounts(
+    rendered: dict[str, list[Obj]], service: str, setting: str, secret: str
+) -> None:
+    manifest = next(m for m in MANIFESTS if m.name == service)
+    for overlay in OVERLAYS:
+        objects = rendered[overlay]
+        pod = find(objects, "Deployment", service, "brokermesh-data")["spec"]["template"]
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounts = {v["mountPath"]: v["name"] for v in container(objects, manifest)["volumeMounts"]}
+
+        folder, _, file = settings(objects, manifest)[setting].rpartition("/")
+
+        assert volumes[mounts[folder]]["secret"]["secretName"] == secret
         assert [i["path"] for i in volumes[mounts[folder]]["secret"]["items"]] == [file]
+
+
+def test_services_only_verify_the_jetstream_assets_the_operator_owns(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    for overlay in OVERLAYS:
+        for name in ("ledger", "control-plane"):
+            manifest = next(m for m in MANIFESTS if m.name == name)
+            prefix = f"BROKERMESH_{name.upper().replace('-', '_')}_"
+
+            assert settings(rendered[overlay], manifest)[f"{prefix}JETSTREAM_ASSETS"] == "verify"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
