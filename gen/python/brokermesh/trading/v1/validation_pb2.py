@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&brokermesh/trading/v1/validation.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"R\n\x14ValidateOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"s\n\x15ValidateOrderResponse\x12\x16\n\x06passed\x18\x01 \x01(\x08R\x06passed\x12\x42\n\tdecisions\x18\x02 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\tdecisions2\x89\x01\n\x16OrderValidationService\x12o\n\rValidateOrder\x12+.brokermesh.trading.v1.ValidateOrderRequest\x1a,.brokermesh.trading.v1.ValidateOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
