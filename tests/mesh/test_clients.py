@@ -8,11 +8,20 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2
 from opentelemetry import trace
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.control.v1 import control_pb2
+from brokermesh.control.v1.control_pb2_grpc import ControlPlaneServiceStub
 from brokermesh.mesh import deadlines, errors
-from brokermesh.mesh.clients import ClientFactory, outgoing_metadata, service_config
+from brokermesh.mesh.clients import (
+    ClientFactory,
+    method_timeout_s,
+    outgoing_metadata,
+    service_config,
+)
 from brokermesh.mesh.logging import correlation_id_var
 from brokermesh.mesh.manifest import Plane, ServiceManifest
 from brokermesh.trading.v1 import order_entry_pb2, order_pb2, order_query_pb2, venue_pb2
@@ -20,6 +29,7 @@ from brokermesh.trading.v1.order_query_pb2_grpc import OrderQueryServiceStub
 from brokermesh.trading.v1.venue_pb2_grpc import VenueGatewayServiceStub
 
 from .support import (
+    CONTROLS,
     MANIFEST,
     ORDER_ID,
     QUERY,
@@ -35,14 +45,27 @@ pytestmark = pytest.mark.timeout(30)
 
 ENTRY = order_entry_pb2.DESCRIPTOR.services_by_name["OrderEntryService"].full_name
 CALLER = ServiceManifest(
-    name="caller", plane=Plane.DATA, grpc_port=0, serves=(QUERY, VENUES), calls=("probe",)
+    name="caller", plane=Plane.DATA, grpc_port=0, serves=MANIFEST.serves, calls=("probe",)
 )
 
 
-def _factory(served: Served, *, timeout_s: float = 1.0) -> ClientFactory:
-    return ClientFactory(
-        CALLER, {"probe": served.address}, timeout_s=timeout_s, serves={"probe": MANIFEST.serves}
+def _factory(served: Served) -> ClientFactory:
+    return ClientFactory(CALLER, {"probe": served.address}, serves={"probe": MANIFEST.serves})
+
+
+def _about(budget_s: float | None, timeout_s: float) -> bool:
+    """Whether a handler's budget is what a ``timeout_s`` call gives it: a little less for the
+    time in flight, or a little more where the grpc-timeout header rounded it up."""
+    return budget_s is not None and timeout_s - 0.2 < budget_s <= timeout_s * 1.01 + WIRE_SLACK_S
+
+
+def _declared_s(service: str, method: str) -> float:
+    """The timeout the contract declares for ``service``/``method``."""
+    found = method_timeout_s(
+        descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     )
+    assert found is not None, f"{service}/{method} declares no timeout"
+    return found
 
 
 def _market_order() -> order_pb2.Order:
@@ -187,41 +210,76 @@ async def test_a_call_with_side_effects_is_not_retried(callee: tuple[ProbeApp, S
 # -- budgets ---------------------------------------------------------------------------------
 
 
+def test_the_contracts_declare_different_timeouts_for_different_methods() -> None:
+    assert _declared_s(CONTROLS, "GetTradingControls") < _declared_s(CONTROLS, "ListControlChanges")
+
+
+def test_a_method_outside_the_contracts_declares_no_timeout() -> None:
+    check = health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name["Check"]
+
+    assert method_timeout_s(check) is None
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("call_timeout_s", [None, 30.0], ids=["no-timeout", "longer-timeout"])
-async def test_outside_a_request_a_call_gets_the_factory_ceiling(
-    callee: tuple[ProbeApp, Served], call_timeout_s: float | None
+@pytest.mark.parametrize("method", ["GetTradingControls", "ListControlChanges"])
+async def test_outside_a_request_a_call_gets_the_timeout_its_method_declares(
+    callee: tuple[ProbeApp, Served], method: str
 ) -> None:
     app, served = callee
-    factory = _factory(served, timeout_s=0.5)
+    factory = _factory(served)
+    requests = {
+        "GetTradingControls": control_pb2.GetTradingControlsRequest(),
+        "ListControlChanges": control_pb2.ListControlChangesRequest(),
+    }
 
-    await factory.stub("probe", OrderQueryServiceStub).GetOrder(get_order(), timeout=call_timeout_s)
+    await getattr(factory.stub("probe", ControlPlaneServiceStub), method)(requests[method])
     await factory.close()
 
-    budget = app.seen[0].time_remaining_s
-    assert budget is not None
-    assert 0.3 < budget <= 0.5 + WIRE_SLACK_S
+    assert _about(app.seen[0].time_remaining_s, _declared_s(CONTROLS, method))
 
 
-def _calling_probe(factory: ClientFactory, budgets: list[float | None]) -> Any:
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout_s", [0.3, 4.0], ids=["shorter", "longer"])
+async def test_an_explicit_timeout_replaces_the_declared_one(
+    callee: tuple[ProbeApp, Served], timeout_s: float
+) -> None:
+    app, served = callee
+    factory = _factory(served)
+
+    await factory.stub("probe", OrderQueryServiceStub).GetOrder(get_order(), timeout=timeout_s)
+    await factory.close()
+
+    assert _about(app.seen[0].time_remaining_s, timeout_s)
+    assert not _about(timeout_s, _declared_s(QUERY, "GetOrder"))
+
+
+def _calling_probe(
+    factory: ClientFactory, budgets: list[float | None], timeout_s: float | None
+) -> Any:
     """A caller handler that notes its own budget, then asks the probe for the same order."""
 
     async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
         budgets.append(deadlines.remaining_s())
         stub = factory.stub("probe", OrderQueryServiceStub)
-        return await stub.GetOrder(order_query_pb2.GetOrderRequest(order_id=request.order_id))
+        return await stub.GetOrder(
+            order_query_pb2.GetOrderRequest(order_id=request.order_id), timeout=timeout_s
+        )
 
     return behaviour
 
 
 async def _through_caller(
-    served: Served, *, max_deadline_ms: int = 2_000, **call: Any
+    served: Served,
+    *,
+    max_deadline_ms: int = 2_000,
+    downstream_timeout_s: float | None = None,
+    **call: Any,
 ) -> tuple[list[float | None], Any]:
     """Call the callee through a caller service built on the factory; returns the caller's
     budgets and the caller's answer (or its error)."""
-    factory = _factory(served, timeout_s=10.0)
+    factory = _factory(served)
     budgets: list[float | None] = []
-    caller = ProbeApp(GetOrder=_calling_probe(factory, budgets))
+    caller = ProbeApp(GetOrder=_calling_probe(factory, budgets, downstream_timeout_s))
     try:
         async with serving(caller, manifest=CALLER, max_deadline_ms=max_deadline_ms) as front:
             try:
@@ -233,12 +291,15 @@ async def _through_caller(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("downstream_timeout_s", [None, 4.0], ids=["declared", "explicit"])
 async def test_a_downstream_call_gets_no_more_than_the_callers_remaining_budget(
-    callee: tuple[ProbeApp, Served],
+    callee: tuple[ProbeApp, Served], downstream_timeout_s: float | None
 ) -> None:
     app, served = callee
 
-    budgets, _ = await _through_caller(served, max_deadline_ms=400)
+    budgets, _ = await _through_caller(
+        served, max_deadline_ms=400, downstream_timeout_s=downstream_timeout_s
+    )
 
     caller_budget, callee_budget = budgets[0], app.seen[0].time_remaining_s
     assert caller_budget is not None and callee_budget is not None

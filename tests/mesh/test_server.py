@@ -123,5 +123,5 @@ async def test_reflection_when_enabled_lists_the_served_services_health_and_itse
         names = await _list_services(served.channel)
 
     assert sorted(names) == sorted(
-        [QUERY, VENUES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        [*MANIFEST.serves, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
     )
