@@ -33,6 +33,8 @@ _TRACER = trace.get_tracer(__name__)
 _VALIDATOR = protovalidate.Validator()
 
 CORRELATION_HEADER = "x-correlation-id"
+#: Client libraries by top-level package, and the dependency each one talks to.
+_DEPENDENCIES = {"asyncpg": "PostgreSQL", "nats": "NATS"}
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -123,13 +125,19 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
                 raise _Abort.invalid(violations)
 
         budget_s = max(0.0, (deadline_var.get() or 0.0) - time.monotonic())
+        timer = asyncio.timeout(budget_s)
         try:
-            async with asyncio.timeout(budget_s):
+            async with timer:
                 return await inner(request, context)
         except MeshError as exc:
             raise _Abort.from_error(exc) from exc
         except TimeoutError as exc:
-            raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
+            if timer.expired():
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
+            # A wait of the handler's own ran out (a pool, a query, a request to
+            # NATS): the dependency is slow or gone, which is not the caller's
+            # deadline.
+            raise _Abort.timed_out(exc) from exc
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except grpc.aio.AioRpcError as exc:
@@ -163,6 +171,15 @@ class _Abort(Exception):
         return cls(error.status, error.message, trailers)
 
     @classmethod
+    def timed_out(cls, error: TimeoutError) -> _Abort:
+        dependency = timed_out_dependency(error)
+        return cls(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{dependency or 'a dependency'} did not answer in time",
+            (("x-error-code", "DEPENDENCY_TIMEOUT"),),
+        )
+
+    @classmethod
     def invalid(cls, violations: list[protovalidate.Violation]) -> _Abort:
         request = error_details_pb2.BadRequest()
         for violation in violations:
@@ -182,6 +199,18 @@ class _Abort(Exception):
                 ("grpc-status-details-bin", status.SerializeToString()),
             ),
         )
+
+
+def timed_out_dependency(error: BaseException) -> str:
+    """The dependency whose client library raised ``error``, by the modules it passed
+    through (the innermost known one wins), or "" when none is known."""
+    found = ""
+    tb = error.__traceback__
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        found = _DEPENDENCIES.get(package, found)
+        tb = tb.tb_next
+    return found
 
 
 def violation_field(violation: protovalidate.Violation) -> str:

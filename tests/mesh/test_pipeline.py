@@ -7,7 +7,9 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 import grpc
+import nats
 import protovalidate
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -17,6 +19,7 @@ from brokermesh.common.v1 import common_pb2
 from brokermesh.mesh import errors
 from brokermesh.mesh.pipeline import violation_field
 from brokermesh.trading.v1 import order_entry_pb2, order_query_pb2
+from tests.conftest import NatsServer, PostgresServer
 
 from .support import MANIFEST, WIRE_SLACK_S, ProbeApp, get_order, serving, trailers
 
@@ -190,6 +193,59 @@ async def test_a_handler_that_outruns_the_capped_budget_is_deadline_exceeded() -
 
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.asyncio
+async def test_a_database_timeout_in_a_handler_is_unavailable_naming_postgresql(
+    postgres: PostgresServer,
+) -> None:
+    connection = await asyncpg.connect(postgres.app_dsn, timeout=10)
+
+    async def slow_query(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await connection.fetch("SELECT pg_sleep(5)", timeout=0.05)
+        return order_query_pb2.GetOrderResponse()
+
+    try:
+        error = await _failure(ProbeApp(GetOrder=slow_query), max_deadline_ms=5_000)
+    finally:
+        await connection.close(timeout=5)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "PostgreSQL did not answer in time"
+    assert trailers(error)["x-error-code"] == "DEPENDENCY_TIMEOUT"
+
+
+@pytest.mark.asyncio
+async def test_a_nats_request_timeout_in_a_handler_is_unavailable_naming_nats(
+    nats_server: NatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    await client.subscribe("probe.silent")  # a responder that never answers
+
+    async def unanswered(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await client.request("probe.silent", b"", timeout=0.05)
+        return order_query_pb2.GetOrderResponse()
+
+    try:
+        error = await _failure(ProbeApp(GetOrder=unanswered), max_deadline_ms=5_000)
+    finally:
+        await client.close()
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "NATS did not answer in time"
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_of_the_handlers_own_is_unavailable_not_deadline_exceeded() -> None:
+    async def impatient(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with asyncio.timeout(0.01):
+            await asyncio.Event().wait()
+        return order_query_pb2.GetOrderResponse()
+
+    error = await _failure(ProbeApp(GetOrder=impatient), max_deadline_ms=5_000)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "a dependency did not answer in time"
 
 
 # -- ids -------------------------------------------------------------------------------------
