@@ -5,14 +5,16 @@ which methods declared idempotent (``idempotency_level``) are retried on
 UNAVAILABLE. Every stub method gives each call the timeout its method
 declares (``(brokermesh.common.v1.timeout_ms)``) unless the caller passes
 ``timeout=`` to replace it, cuts either to the current request's remaining
-budget, and forwards the trace context and correlation id.
+budget, and forwards the trace context and correlation id. A failed call
+raises :class:`~brokermesh.mesh.errors.DependencyError`, the callee's
+``AioRpcError`` carrying the callee's name.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
@@ -21,7 +23,7 @@ from opentelemetry import propagate
 
 from brokermesh.common.v1 import options_pb2
 from brokermesh.mesh.deadlines import deadline_var
-from brokermesh.mesh.errors import ConfigError
+from brokermesh.mesh.errors import ConfigError, DependencyError
 from brokermesh.mesh.logging import correlation_id_var
 from brokermesh.mesh.manifest import ServiceManifest
 from brokermesh.mesh.pipeline import CORRELATION_HEADER
@@ -37,6 +39,12 @@ Stub = TypeVar("Stub")
 _TIMEOUT_MS = cast(
     "_ExtensionFieldDescriptor[descriptor_pb2.MethodOptions, int]", options_pb2.timeout_ms
 )
+
+#: Retries stop while more than half of a channel's 10 tokens are spent: each failed
+#: attempt costs one, each success gives back 0.1. An outage of a callee then costs about
+#: one attempt per call instead of max_attempts, so retries at several hops of a call chain
+#: cannot multiply into a storm.
+_RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
 
 _RETRYABLE = (
     descriptor_pb2.MethodOptions.IDEMPOTENT,
@@ -66,7 +74,7 @@ def service_config(grpc_services: tuple[str, ...], *, max_attempts: int = 3) -> 
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 }
             method_configs.append(config)
-    return {"methodConfig": method_configs}
+    return {"methodConfig": method_configs, "retryThrottling": dict(_RETRY_THROTTLING)}
 
 
 def outgoing_metadata(extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
@@ -96,11 +104,12 @@ class _Method:
     call than the whole of what this does.
     """
 
-    __slots__ = ("_multicallable", "_timeout_s")
+    __slots__ = ("_callee", "_multicallable", "_timeout_s")
 
-    def __init__(self, multicallable: Callable[..., Any], timeout_s: float) -> None:
+    def __init__(self, multicallable: Callable[..., Any], timeout_s: float, callee: str) -> None:
         self._multicallable = multicallable
         self._timeout_s = timeout_s
+        self._callee = callee
 
     def __call__(
         self,
@@ -109,24 +118,37 @@ class _Method:
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         **kwargs: Any,
-    ) -> Any:
+    ) -> Awaitable[Any]:
+        """Start the call now; the awaitable gives its response."""
         # An explicit timeout replaces the method's own; the budget caps both.
         timeout_s = self._timeout_s if timeout is None else timeout
         deadline = deadline_var.get()
         if deadline is not None:
             timeout_s = min(timeout_s, max(0.0, deadline - time.monotonic()))
-        return self._multicallable(
+        call = self._multicallable(
             request, timeout=timeout_s, metadata=outgoing_metadata(metadata), **kwargs
         )
+        return self._response(call)
+
+    async def _response(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as exc:
+            raise DependencyError(self._callee, exc) from exc
 
 
 class _BudgetedStub:
     """A generated stub whose every method goes through :class:`_Method`."""
 
     def __init__(
-        self, stub: object, timeouts_s: Mapping[str, float | None], default_timeout_s: float
+        self,
+        stub: object,
+        callee: str,
+        timeouts_s: Mapping[str, float | None],
+        default_timeout_s: float,
     ) -> None:
         self._stub = stub
+        self._callee = callee
         self._timeouts_s = timeouts_s
         self._default_timeout_s = default_timeout_s
 
@@ -135,6 +157,7 @@ class _BudgetedStub:
         method = _Method(
             getattr(self._stub, name),
             self._default_timeout_s if timeout_s is None else timeout_s,
+            self._callee,
         )
         setattr(self, name, method)  # built once per method name
         return method
@@ -187,7 +210,7 @@ class ClientFactory:
         """A stub of ``stub_class`` bound to the channel to ``callee``."""
         stub = stub_class(self.channel(callee))
         timeouts_s = _declared_timeouts_s(self._serves[callee], stub_class)
-        return cast(Stub, _BudgetedStub(stub, timeouts_s, self._default_timeout_s))
+        return cast(Stub, _BudgetedStub(stub, callee, timeouts_s, self._default_timeout_s))
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close every channel; safe to call more than once."""

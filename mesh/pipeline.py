@@ -25,7 +25,7 @@ from opentelemetry import propagate, trace
 
 from brokermesh.mesh import telemetry
 from brokermesh.mesh.deadlines import deadline_var
-from brokermesh.mesh.errors import MeshError
+from brokermesh.mesh.errors import DEPENDENCY_STATUS, DependencyError, MeshError
 from brokermesh.mesh.logging import correlation_id_var, order_id_var, trace_id_var
 
 _LOGGER = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
 
+            cause = ""
             with _TRACER.start_as_current_span(
                 short,
                 context=propagate.extract(metadata),
@@ -93,7 +94,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
                 try:
                     return await self._run(inner, request, context)
                 except _Abort as abort:
-                    code = abort.code
+                    code, cause = abort.code, abort.cause
                     span.set_status(trace.StatusCode.ERROR, abort.message)
                     await context.abort(abort.code, abort.message, abort.trailers)
                 finally:
@@ -101,16 +102,14 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
                     telemetry.GRPC_SECONDS.labels(self._service, short).observe(elapsed)
                     telemetry.GRPC_HANDLED.labels(self._service, short, code.name).inc()
                     if not quiet:
-                        _LOGGER.info(
-                            "%s %s",
-                            short,
-                            code.name,
-                            extra={
-                                "method": method,
-                                "code": code.name,
-                                "duration_ms": round(elapsed * 1000, 3),
-                            },
-                        )
+                        extra = {
+                            "method": method,
+                            "code": code.name,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        }
+                        if cause:
+                            extra["cause"] = cause
+                        _LOGGER.info("%s %s", short, code.name, extra=extra)
 
         return handle
 
@@ -141,9 +140,8 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except grpc.aio.AioRpcError as exc:
-            # A downstream call failed and the handler let it through: pass the
-            # status on rather than hiding it behind INTERNAL.
-            raise _Abort(exc.code(), exc.details() or exc.code().name) from exc
+            # A downstream call failed and the handler let it through.
+            raise _Abort.from_dependency(exc) from exc
         except Exception as exc:
             _LOGGER.exception("unhandled error")
             raise _Abort(grpc.StatusCode.INTERNAL, "internal error") from exc
@@ -157,11 +155,15 @@ class _Abort(Exception):
         code: grpc.StatusCode,
         message: str,
         trailers: tuple[tuple[str, str | bytes], ...] = (),
+        *,
+        cause: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.trailers = trailers
+        #: What went wrong, for this service's log line only.
+        self.cause = cause
 
     @classmethod
     def from_error(cls, error: MeshError) -> _Abort:
@@ -169,6 +171,28 @@ class _Abort(Exception):
         if error.field:
             trailers += (("x-error-field", error.field),)
         return cls(error.status, error.message, trailers)
+
+    @classmethod
+    def from_dependency(cls, error: grpc.aio.AioRpcError) -> _Abort:
+        """A dependency's failure as this service answers it (see DEPENDENCY_STATUS)."""
+        dependency = error.dependency if isinstance(error, DependencyError) else "a dependency"
+        code = error.code()
+        status = DEPENDENCY_STATUS.get(code, grpc.StatusCode.INTERNAL)
+        details = error.details() or code.name
+        cause = f"{dependency} answered {code.name}: {details}"
+        if status in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
+            # Refusals are written for callers to read; a stable code travels with
+            # them when the status is the dependency's own.
+            stable = _trailer(error, "x-error-code") if status == code else ""
+            trailers = (("x-error-code", stable or f"DEPENDENCY_{code.name}"),)
+            return cls(status, f"{dependency}: {details}", trailers, cause=cause)
+        messages = {
+            grpc.StatusCode.UNAVAILABLE: f"{dependency} is unavailable",
+            grpc.StatusCode.DEADLINE_EXCEEDED: f"{dependency} did not answer within the deadline",
+            grpc.StatusCode.RESOURCE_EXHAUSTED: f"{dependency} is out of capacity",
+        }
+        message = messages.get(status) or f"{dependency} failed ({code.name})"
+        return cls(status, message, (("x-error-code", f"DEPENDENCY_{code.name}"),), cause=cause)
 
     @classmethod
     def timed_out(cls, error: TimeoutError) -> _Abort:
@@ -199,6 +223,13 @@ class _Abort(Exception):
                 ("grpc-status-details-bin", status.SerializeToString()),
             ),
         )
+
+
+def _trailer(error: grpc.aio.AioRpcError, key: str) -> str:
+    for name, value in error.trailing_metadata() or ():
+        if name == key and isinstance(value, str):
+            return value
+    return ""
 
 
 def timed_out_dependency(error: BaseException) -> str:

@@ -39,6 +39,7 @@ from .support import (
     Served,
     get_order,
     serving,
+    trailers,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -307,22 +308,133 @@ async def test_a_downstream_call_gets_no_more_than_the_callers_remaining_budget(
     assert caller_budget <= 0.4
 
 
+# -- failures downstream ---------------------------------------------------------------------
+
+
+def _raising(error: Exception) -> Any:
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise error
+
+    return behaviour
+
+
+_CODE = grpc.StatusCode
+
+
 @pytest.mark.asyncio
-async def test_a_downstream_error_reaches_the_caller_with_its_status(
+@pytest.mark.parametrize(
+    ("raised", "status", "message", "stable_code"),
+    [
+        (
+            errors.InvalidArgument("venue: must be 4 letters", field="venue"),
+            _CODE.INTERNAL,
+            "probe failed (INVALID_ARGUMENT)",
+            "DEPENDENCY_INVALID_ARGUMENT",
+        ),
+        (
+            errors.MeshError("pool at 10.0.0.7 exhausted", field="pool"),
+            _CODE.INTERNAL,
+            "probe failed (INTERNAL)",
+            "DEPENDENCY_INTERNAL",
+        ),
+        (
+            errors.PermissionDenied("caller sa/oms is not allowed", field="caller"),
+            _CODE.INTERNAL,
+            "probe failed (PERMISSION_DENIED)",
+            "DEPENDENCY_PERMISSION_DENIED",
+        ),
+        (
+            errors.NotFound("no account ACC-1", field="account_id"),
+            _CODE.FAILED_PRECONDITION,
+            "probe: no account ACC-1",
+            "DEPENDENCY_NOT_FOUND",
+        ),
+        (
+            errors.FailedPrecondition("trading is halted", field="venue", code="HALTED"),
+            _CODE.FAILED_PRECONDITION,
+            "probe: trading is halted",
+            "HALTED",
+        ),
+        (
+            errors.Unavailable("cannot reach 10.0.0.7:5432", field="database"),
+            _CODE.UNAVAILABLE,
+            "probe is unavailable",
+            "DEPENDENCY_UNAVAILABLE",
+        ),
+        (
+            errors.DeadlineExceeded("query ran 2 s", field="query"),
+            _CODE.DEADLINE_EXCEEDED,
+            "probe did not answer within the deadline",
+            "DEPENDENCY_DEADLINE_EXCEEDED",
+        ),
+    ],
+    ids=lambda value: value.name if isinstance(value, grpc.StatusCode) else None,
+)
+async def test_a_dependency_failure_a_handler_lets_through_is_mapped_and_names_it(
     callee: tuple[ProbeApp, Served],
+    raised: errors.MeshError,
+    status: grpc.StatusCode,
+    message: str,
+    stable_code: str,
 ) -> None:
     app, served = callee
-
-    async def missing(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise errors.NotFound(f"no order {request.order_id}")
-
-    app.behaviours["GetOrder"] = missing
+    app.behaviours["GetOrder"] = _raising(raised)
 
     _, answer = await _through_caller(served, timeout=5)
 
     assert isinstance(answer, grpc.aio.AioRpcError)
-    assert answer.code() == grpc.StatusCode.NOT_FOUND
-    assert answer.details() == f"no order {get_order().order_id}"
+    assert (answer.code(), answer.details()) == (status, message)
+    assert trailers(answer)["x-error-code"] == stable_code
+    assert "x-error-field" not in trailers(answer)
+
+
+@pytest.mark.asyncio
+async def test_a_direct_call_keeps_the_callees_status_for_the_handler_to_act_on(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    app, served = callee
+    app.behaviours["SendOrder"] = _raising(
+        errors.FailedPrecondition("unknown venue SIMX", field="venue")
+    )
+    factory = _factory(served)
+    request = venue_pb2.SendOrderRequest(order=_market_order(), venue="SIMX")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await factory.stub("probe", VenueGatewayServiceStub).SendOrder(request)
+    await factory.close()
+
+    assert isinstance(caught.value, errors.DependencyError)
+    assert caught.value.dependency == "probe"
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == "unknown venue SIMX"
+    assert trailers(caught.value)["x-error-field"] == "venue"
+
+
+def test_every_channel_throttles_its_retries() -> None:
+    config = service_config((QUERY,))
+
+    assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+
+
+@pytest.mark.asyncio
+async def test_retries_stop_once_a_callee_keeps_failing(callee: tuple[ProbeApp, Served]) -> None:
+    app, served = callee
+    app.behaviours["ListVenues"] = _raising(errors.Unavailable("down"))
+    factory = _factory(served)
+    stub = factory.stub("probe", VenueGatewayServiceStub)
+    calls = 10
+
+    codes = []
+    for _ in range(calls):
+        try:
+            await stub.ListVenues(venue_pb2.ListVenuesRequest())
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+    await factory.close()
+
+    assert codes == [grpc.StatusCode.UNAVAILABLE] * calls
+    # Unthrottled, each call would make all 3 attempts: 30.
+    assert calls <= len(app.seen) < 2 * calls
 
 
 # -- ids downstream --------------------------------------------------------------------------
