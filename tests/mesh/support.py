@@ -67,9 +67,11 @@ class ProbeApp(
         self.seen: list[Seen] = []
         #: Set once the first call reached a handler.
         self.arrived = asyncio.Event()
+        self.started = False
         self.stopped = False
 
     async def start(self) -> None:
+        self.started = True
         self.stopped = False
 
     def register(self, server: grpc.aio.Server) -> None:
