@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import grpc
@@ -63,3 +64,41 @@ class ConfigError(MeshError):
     """Configuration that cannot be used; raised at start-up, never per request."""
 
     status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DependencyError(grpc.aio.AioRpcError):
+    """A failed call to another service of the mesh, carrying that service's name.
+
+    It is the callee's :class:`grpc.aio.AioRpcError` (same code, details and
+    trailers), so a handler that acts on a direct call's status reads it as
+    before; the name lets the pipeline say which dependency failed when it
+    passes the failure on (see :data:`DEPENDENCY_STATUS`).
+    """
+
+    def __init__(self, dependency: str, error: grpc.aio.AioRpcError) -> None:
+        super().__init__(
+            error.code(),
+            error.initial_metadata(),
+            error.trailing_metadata(),
+            error.details(),
+            error.debug_error_string(),
+        )
+        self.dependency = dependency
+
+
+#: The status a service answers with when a dependency's call failed and the handler let
+#: the failure through; codes not listed become INTERNAL. Transient failures keep their code
+#: so that the edge decides about retrying. What a dependency finds missing or refuses is
+#: this service's precondition, not the caller's request: the caller never sent the fields
+#: a dependency's INVALID_ARGUMENT is about, so that one is an INTERNAL fault.
+DEPENDENCY_STATUS: Mapping[grpc.StatusCode, grpc.StatusCode] = {
+    grpc.StatusCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # A dependency that cancelled the call was going away (shutting down).
+    grpc.StatusCode.CANCELLED: grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.ABORTED: grpc.StatusCode.ABORTED,
+    grpc.StatusCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND: grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS: grpc.StatusCode.FAILED_PRECONDITION,
+}

@@ -6,6 +6,7 @@ import contextvars
 import logging
 import sys
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -16,6 +17,27 @@ correlation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
     "correlation_id", default=""
 )
 order_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("order_id", default="")
+
+#: Longest correlation id adopted from a caller.
+MAX_CORRELATION_ID_LENGTH = 128
+
+
+def correlation_id(offered: str) -> str:
+    """The caller's correlation id when it is a sane token, a fresh one otherwise.
+
+    Sane means non-empty, ASCII, printable and at most
+    :data:`MAX_CORRELATION_ID_LENGTH` characters: the id lands in every log
+    line of the request and in the metadata of every downstream call.
+    """
+    if (
+        offered
+        and len(offered) <= MAX_CORRELATION_ID_LENGTH
+        and offered.isascii()
+        and offered.isprintable()
+    ):
+        return offered
+    return str(uuid.uuid4())
+
 
 #: Attributes of a LogRecord that are not user-supplied ``extra`` fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message"}

@@ -65,27 +65,41 @@ class Running:
 
 
 async def start(manifest: ServiceManifest, settings: ServiceSettings, app: App) -> Running:
-    """Start ``app`` and its gRPC server; the caller stops it with :func:`stop`."""
+    """Start ``app`` and its gRPC server; the caller stops it with :func:`stop`.
+
+    The port is bound before ``app.start``, so a taken port fails with nothing
+    to undo; if anything fails once the app has started, ``app.stop`` runs
+    before the error propagates.
+    """
     pipeline = ServerPipeline(manifest.name, max_deadline_s=settings.max_deadline_ms / 1000)
     server = grpc.aio.server(interceptors=[pipeline], options=GRPC_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    await app.start()
-    app.register(server)
-    if settings.reflection:
-        names = (
-            *manifest.serves,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        )
-        reflection.enable_server_reflection(names, server)
-
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"{manifest.name}: cannot bind {address}") from exc
     if port == 0:
-        raise OSError(f"{manifest.name}: cannot bind {settings.host}:{settings.port}")
-    await server.start()
-    for name in ("", *manifest.serves):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        raise OSError(f"{manifest.name}: cannot bind {address}")
+
+    await app.start()
+    try:
+        app.register(server)
+        if settings.reflection:
+            names = (
+                *manifest.serves,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
+            reflection.enable_server_reflection(names, server)
+        await server.start()
+        for name in ("", *manifest.serves):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        await server.stop(None)
+        await app.stop()
+        raise
     _LOGGER.info("%s serving on %s:%d", manifest.name, settings.host, port)
     return Running(server, health_servicer, port)
 

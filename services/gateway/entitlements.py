@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from brokermesh.mesh.tasks import cancel_and_wait
+
 _LOGGER = logging.getLogger(__name__)
 
 #: Assignments of active advisors only: a deactivated advisor loses every account.
@@ -66,9 +68,7 @@ class Entitlements:
         """Stop refreshing and close the connection; safe to call more than once."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await self._disconnect()
 
     async def refresh(self) -> None:

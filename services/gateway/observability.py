@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brokermesh.mesh import telemetry
 from brokermesh.mesh.deadlines import deadline_var
-from brokermesh.mesh.logging import correlation_id_var, order_id_var, trace_id_var
+from brokermesh.mesh.logging import correlation_id, correlation_id_var, order_id_var, trace_id_var
 from brokermesh.mesh.pipeline import CORRELATION_HEADER
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ class RequestTelemetry:
 
     def _enter_request(self, scope: Scope, info: RequestInfo) -> None:
         trace_id_var.set(telemetry.current_trace_id())
-        correlation_id_var.set(_correlation_id(_header(scope, CORRELATION_HEADER)))
+        correlation_id_var.set(correlation_id(_header(scope, CORRELATION_HEADER)))
         order_id_var.set("")
         deadline_var.set(time.monotonic() + self._budget_s)
 
@@ -132,13 +131,6 @@ class RequestTelemetry:
                 "duration_ms": round(elapsed * 1000, 3),
             },
         )
-
-
-def _correlation_id(offered: str) -> str:
-    """The caller's correlation id when it is a sane token, a fresh one otherwise."""
-    if offered and len(offered) <= 128 and offered.isascii() and offered.isprintable():
-        return offered
-    return str(uuid.uuid4())
 
 
 def _route_template(scope: Scope) -> str:

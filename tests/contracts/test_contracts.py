@@ -1,14 +1,18 @@
-"""The contracts lint clean, stay compatible with the baseline, and generate the committed code."""
+"""The contracts lint clean, stay compatible, generate the committed code, declare timeouts."""
 
 from __future__ import annotations
 
 import filecmp
+import importlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from brokermesh.mesh.clients import method_timeout_s
 
 REPO = Path(__file__).resolve().parents[2]
 BUF = Path(sys.executable).with_name("buf")
@@ -61,3 +65,23 @@ def _differences(cmp: filecmp.dircmp[str]) -> list[str]:
     for sub in cmp.subdirs.values():
         found.extend(_differences(sub))
     return found
+
+
+def test_every_rpc_of_the_contracts_declares_its_timeout() -> None:
+    methods = [
+        method
+        for path in sorted((REPO / "gen" / "python" / "brokermesh").rglob("*_pb2.py"))
+        for service in _module_of(path).DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    ]
+
+    undeclared = [m.full_name for m in methods if method_timeout_s(m) is None]
+
+    assert len(methods) > 10
+    assert not undeclared, f"declare (brokermesh.common.v1.timeout_ms) on: {undeclared}"
+    assert all(0 < (method_timeout_s(m) or 0) <= 30 for m in methods)
+
+
+def _module_of(path: Path) -> Any:
+    relative = path.relative_to(REPO / "gen" / "python").with_suffix("")
+    return importlib.import_module(".".join(relative.parts))

@@ -10,10 +10,10 @@ import pkgutil
 from decimal import Decimal
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 from brokermesh.mesh import config, telemetry
-from brokermesh.mesh.clients import ClientFactory
+from brokermesh.mesh.clients import ClientFactory, method_timeout_s
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.services.gateway.settings import GatewaySettings
 from brokermesh.services.registry import MANIFESTS, by_name, clients_for
@@ -28,9 +28,8 @@ from .budget import (
 from .render import OVERLAYS, Obj, find, of_kind
 
 
-def side_effecting_methods(service: str) -> set[str]:
-    """Methods of the manifest ``service`` that change something (SubmitOrder is idempotent by
-    its client order id, but a cut call still leaves the caller unsure; SendOrder is not)."""
+def served_methods(service: str) -> list[descriptor.MethodDescriptor]:
+    """Every method the manifest ``service`` serves."""
     pool = descriptor_pool.Default()
     for grpc_service in by_name(service).serves:
         # The generated modules register their descriptors in the default pool on import.
@@ -38,10 +37,19 @@ def side_effecting_methods(service: str) -> set[str]:
         for module in pkgutil.iter_modules(package.__path__):
             if module.name.endswith("_pb2"):
                 importlib.import_module(f"{package.__name__}.{module.name}")
-    return {
-        method.name
+    return [
+        method
         for grpc_service in by_name(service).serves
         for method in pool.FindServiceByName(grpc_service).methods
+    ]
+
+
+def side_effecting_methods(service: str) -> set[str]:
+    """Methods of the manifest ``service`` that change something (SubmitOrder is idempotent by
+    its client order id, but a cut call still leaves the caller unsure; SendOrder is not)."""
+    return {
+        method.name
+        for method in served_methods(service)
         if method.GetOptions().idempotency_level != descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
     }
 
@@ -56,15 +64,24 @@ def gateway_environment(objects: list[Obj]) -> dict[str, str]:
     return env
 
 
-def test_the_grpc_call_deadline_is_the_client_factorys_ceiling() -> None:
+def test_the_grpc_call_deadline_is_the_longest_timeout_a_routes_methods_declare() -> None:
     budget = load_budget()
-    default_s = inspect.signature(ClientFactory).parameters["timeout_s"].default
+    default_s = inspect.signature(ClientFactory).parameters["default_timeout_s"].default
+    services = {m.name for m in MANIFESTS}
 
     factories = [clients_for(m, ServiceSettings()) for m in MANIFESTS if m.calls]
+    longest_ms = {
+        route: max(Decimal(str(method_timeout_s(m) or default_s)) * 1000 for m in methods)
+        for route in budget.routes
+        if route in services and (methods := served_methods(route))
+    }
 
+    # The client factory gives a call its method's declared timeout (the default when the
+    # contract declares none), so a route's callers wait at most the longest of them.
+    assert longest_ms == {route: budget.deadline_ms(route) for route in longest_ms}
     assert Decimal(str(default_s)) * 1000 == budget.deadlines_ms["grpc_call_ms"]
-    # What each service's factory really uses (clients_for could pass another ceiling).
-    assert {Decimal(str(f._timeout_s)) * 1000 for f in factories} == {
+    # What each service's factory really uses (clients_for could pass another default).
+    assert {Decimal(str(f._default_timeout_s)) * 1000 for f in factories} == {
         budget.deadlines_ms["grpc_call_ms"]
     }
 

@@ -1,6 +1,7 @@
 """A probe service for the mesh tests: real contracts behind the platform's own server bootstrap.
 
-The probe serves OrderQueryService and VenueGatewayService. Each call records
+The probe serves OrderQueryService, VenueGatewayService and the control
+plane's read methods (whose contracts declare different timeouts). Each call records
 what the handler saw (its budget, ids and deadline) and then runs the
 behaviour a test scripted for that method, or answers with an empty response.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from brokermesh.control.v1 import control_pb2, control_pb2_grpc
 from brokermesh.mesh import deadlines, telemetry
 from brokermesh.mesh import server as mesh_server
 from brokermesh.mesh.config import ServiceSettings
@@ -30,7 +32,10 @@ from brokermesh.trading.v1 import (
 
 QUERY = "brokermesh.trading.v1.OrderQueryService"
 VENUES = "brokermesh.trading.v1.VenueGatewayService"
-MANIFEST = ServiceManifest(name="probe", plane=Plane.DATA, grpc_port=0, serves=(QUERY, VENUES))
+CONTROLS = "brokermesh.control.v1.ControlPlaneService"
+MANIFEST = ServiceManifest(
+    name="probe", plane=Plane.DATA, grpc_port=0, serves=(QUERY, VENUES, CONTROLS)
+)
 #: What a deadline may gain on the wire: the grpc-timeout header rounds up to whole units.
 WIRE_SLACK_S = 0.005
 #: A GetOrder request that satisfies the contract.
@@ -51,7 +56,9 @@ class Seen:
 
 
 class ProbeApp(
-    order_query_pb2_grpc.OrderQueryServiceServicer, venue_pb2_grpc.VenueGatewayServiceServicer
+    order_query_pb2_grpc.OrderQueryServiceServicer,
+    venue_pb2_grpc.VenueGatewayServiceServicer,
+    control_pb2_grpc.ControlPlaneServiceServicer,
 ):
     """An :class:`~brokermesh.mesh.server.App` whose handlers a test scripts by method name."""
 
@@ -60,14 +67,17 @@ class ProbeApp(
         self.seen: list[Seen] = []
         #: Set once the first call reached a handler.
         self.arrived = asyncio.Event()
+        self.started = False
         self.stopped = False
 
     async def start(self) -> None:
+        self.started = True
         self.stopped = False
 
     def register(self, server: grpc.aio.Server) -> None:
         order_query_pb2_grpc.add_OrderQueryServiceServicer_to_server(self, server)
         venue_pb2_grpc.add_VenueGatewayServiceServicer_to_server(self, server)
+        control_pb2_grpc.add_ControlPlaneServiceServicer_to_server(self, server)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -84,6 +94,14 @@ class ProbeApp(
 
     async def ListVenues(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         return await self._handle("ListVenues", request, context, venue_pb2.ListVenuesResponse())
+
+    async def GetTradingControls(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        empty = control_pb2.GetTradingControlsResponse()
+        return await self._handle("GetTradingControls", request, context, empty)
+
+    async def ListControlChanges(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
+        empty = control_pb2.ListControlChangesResponse()
+        return await self._handle("ListControlChanges", request, context, empty)
 
     async def _handle(
         self, method: str, request: Any, context: grpc.aio.ServicerContext, empty: Message
@@ -120,6 +138,10 @@ class Served:
     @property
     def venues(self) -> venue_pb2_grpc.VenueGatewayServiceStub:
         return venue_pb2_grpc.VenueGatewayServiceStub(self.channel)
+
+    @property
+    def controls(self) -> control_pb2_grpc.ControlPlaneServiceStub:
+        return control_pb2_grpc.ControlPlaneServiceStub(self.channel)
 
 
 @asynccontextmanager

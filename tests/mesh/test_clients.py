@@ -8,11 +8,20 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2
 from opentelemetry import trace
 
 from brokermesh.common.v1 import common_pb2
+from brokermesh.control.v1 import control_pb2
+from brokermesh.control.v1.control_pb2_grpc import ControlPlaneServiceStub
 from brokermesh.mesh import deadlines, errors
-from brokermesh.mesh.clients import ClientFactory, outgoing_metadata, service_config
+from brokermesh.mesh.clients import (
+    ClientFactory,
+    method_timeout_s,
+    outgoing_metadata,
+    service_config,
+)
 from brokermesh.mesh.logging import correlation_id_var
 from brokermesh.mesh.manifest import Plane, ServiceManifest
 from brokermesh.trading.v1 import order_entry_pb2, order_pb2, order_query_pb2, venue_pb2
@@ -20,6 +29,7 @@ from brokermesh.trading.v1.order_query_pb2_grpc import OrderQueryServiceStub
 from brokermesh.trading.v1.venue_pb2_grpc import VenueGatewayServiceStub
 
 from .support import (
+    CONTROLS,
     MANIFEST,
     ORDER_ID,
     QUERY,
@@ -29,20 +39,34 @@ from .support import (
     Served,
     get_order,
     serving,
+    trailers,
 )
 
 pytestmark = pytest.mark.timeout(30)
 
 ENTRY = order_entry_pb2.DESCRIPTOR.services_by_name["OrderEntryService"].full_name
 CALLER = ServiceManifest(
-    name="caller", plane=Plane.DATA, grpc_port=0, serves=(QUERY, VENUES), calls=("probe",)
+    name="caller", plane=Plane.DATA, grpc_port=0, serves=MANIFEST.serves, calls=("probe",)
 )
 
 
-def _factory(served: Served, *, timeout_s: float = 1.0) -> ClientFactory:
-    return ClientFactory(
-        CALLER, {"probe": served.address}, timeout_s=timeout_s, serves={"probe": MANIFEST.serves}
+def _factory(served: Served) -> ClientFactory:
+    return ClientFactory(CALLER, {"probe": served.address}, serves={"probe": MANIFEST.serves})
+
+
+def _about(budget_s: float | None, timeout_s: float) -> bool:
+    """Whether a handler's budget is what a ``timeout_s`` call gives it: a little less for the
+    time in flight, or a little more where the grpc-timeout header rounded it up."""
+    return budget_s is not None and timeout_s - 0.2 < budget_s <= timeout_s * 1.01 + WIRE_SLACK_S
+
+
+def _declared_s(service: str, method: str) -> float:
+    """The timeout the contract declares for ``service``/``method``."""
+    found = method_timeout_s(
+        descriptor_pool.Default().FindServiceByName(service).methods_by_name[method]
     )
+    assert found is not None, f"{service}/{method} declares no timeout"
+    return found
 
 
 def _market_order() -> order_pb2.Order:
@@ -187,41 +211,76 @@ async def test_a_call_with_side_effects_is_not_retried(callee: tuple[ProbeApp, S
 # -- budgets ---------------------------------------------------------------------------------
 
 
+def test_the_contracts_declare_different_timeouts_for_different_methods() -> None:
+    assert _declared_s(CONTROLS, "GetTradingControls") < _declared_s(CONTROLS, "ListControlChanges")
+
+
+def test_a_method_outside_the_contracts_declares_no_timeout() -> None:
+    check = health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name["Check"]
+
+    assert method_timeout_s(check) is None
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("call_timeout_s", [None, 30.0], ids=["no-timeout", "longer-timeout"])
-async def test_outside_a_request_a_call_gets_the_factory_ceiling(
-    callee: tuple[ProbeApp, Served], call_timeout_s: float | None
+@pytest.mark.parametrize("method", ["GetTradingControls", "ListControlChanges"])
+async def test_outside_a_request_a_call_gets_the_timeout_its_method_declares(
+    callee: tuple[ProbeApp, Served], method: str
 ) -> None:
     app, served = callee
-    factory = _factory(served, timeout_s=0.5)
+    factory = _factory(served)
+    requests = {
+        "GetTradingControls": control_pb2.GetTradingControlsRequest(),
+        "ListControlChanges": control_pb2.ListControlChangesRequest(),
+    }
 
-    await factory.stub("probe", OrderQueryServiceStub).GetOrder(get_order(), timeout=call_timeout_s)
+    await getattr(factory.stub("probe", ControlPlaneServiceStub), method)(requests[method])
     await factory.close()
 
-    budget = app.seen[0].time_remaining_s
-    assert budget is not None
-    assert 0.3 < budget <= 0.5 + WIRE_SLACK_S
+    assert _about(app.seen[0].time_remaining_s, _declared_s(CONTROLS, method))
 
 
-def _calling_probe(factory: ClientFactory, budgets: list[float | None]) -> Any:
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout_s", [0.3, 4.0], ids=["shorter", "longer"])
+async def test_an_explicit_timeout_replaces_the_declared_one(
+    callee: tuple[ProbeApp, Served], timeout_s: float
+) -> None:
+    app, served = callee
+    factory = _factory(served)
+
+    await factory.stub("probe", OrderQueryServiceStub).GetOrder(get_order(), timeout=timeout_s)
+    await factory.close()
+
+    assert _about(app.seen[0].time_remaining_s, timeout_s)
+    assert not _about(timeout_s, _declared_s(QUERY, "GetOrder"))
+
+
+def _calling_probe(
+    factory: ClientFactory, budgets: list[float | None], timeout_s: float | None
+) -> Any:
     """A caller handler that notes its own budget, then asks the probe for the same order."""
 
     async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
         budgets.append(deadlines.remaining_s())
         stub = factory.stub("probe", OrderQueryServiceStub)
-        return await stub.GetOrder(order_query_pb2.GetOrderRequest(order_id=request.order_id))
+        return await stub.GetOrder(
+            order_query_pb2.GetOrderRequest(order_id=request.order_id), timeout=timeout_s
+        )
 
     return behaviour
 
 
 async def _through_caller(
-    served: Served, *, max_deadline_ms: int = 2_000, **call: Any
+    served: Served,
+    *,
+    max_deadline_ms: int = 2_000,
+    downstream_timeout_s: float | None = None,
+    **call: Any,
 ) -> tuple[list[float | None], Any]:
     """Call the callee through a caller service built on the factory; returns the caller's
     budgets and the caller's answer (or its error)."""
-    factory = _factory(served, timeout_s=10.0)
+    factory = _factory(served)
     budgets: list[float | None] = []
-    caller = ProbeApp(GetOrder=_calling_probe(factory, budgets))
+    caller = ProbeApp(GetOrder=_calling_probe(factory, budgets, downstream_timeout_s))
     try:
         async with serving(caller, manifest=CALLER, max_deadline_ms=max_deadline_ms) as front:
             try:
@@ -233,12 +292,15 @@ async def _through_caller(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("downstream_timeout_s", [None, 4.0], ids=["declared", "explicit"])
 async def test_a_downstream_call_gets_no_more_than_the_callers_remaining_budget(
-    callee: tuple[ProbeApp, Served],
+    callee: tuple[ProbeApp, Served], downstream_timeout_s: float | None
 ) -> None:
     app, served = callee
 
-    budgets, _ = await _through_caller(served, max_deadline_ms=400)
+    budgets, _ = await _through_caller(
+        served, max_deadline_ms=400, downstream_timeout_s=downstream_timeout_s
+    )
 
     caller_budget, callee_budget = budgets[0], app.seen[0].time_remaining_s
     assert caller_budget is not None and callee_budget is not None
@@ -246,22 +308,133 @@ async def test_a_downstream_call_gets_no_more_than_the_callers_remaining_budget(
     assert caller_budget <= 0.4
 
 
+# -- failures downstream ---------------------------------------------------------------------
+
+
+def _raising(error: Exception) -> Any:
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise error
+
+    return behaviour
+
+
+_CODE = grpc.StatusCode
+
+
 @pytest.mark.asyncio
-async def test_a_downstream_error_reaches_the_caller_with_its_status(
+@pytest.mark.parametrize(
+    ("raised", "status", "message", "stable_code"),
+    [
+        (
+            errors.InvalidArgument("venue: must be 4 letters", field="venue"),
+            _CODE.INTERNAL,
+            "probe failed (INVALID_ARGUMENT)",
+            "DEPENDENCY_INVALID_ARGUMENT",
+        ),
+        (
+            errors.MeshError("pool at 10.0.0.7 exhausted", field="pool"),
+            _CODE.INTERNAL,
+            "probe failed (INTERNAL)",
+            "DEPENDENCY_INTERNAL",
+        ),
+        (
+            errors.PermissionDenied("caller sa/oms is not allowed", field="caller"),
+            _CODE.INTERNAL,
+            "probe failed (PERMISSION_DENIED)",
+            "DEPENDENCY_PERMISSION_DENIED",
+        ),
+        (
+            errors.NotFound("no account ACC-1", field="account_id"),
+            _CODE.FAILED_PRECONDITION,
+            "probe: no account ACC-1",
+            "DEPENDENCY_NOT_FOUND",
+        ),
+        (
+            errors.FailedPrecondition("trading is halted", field="venue", code="HALTED"),
+            _CODE.FAILED_PRECONDITION,
+            "probe: trading is halted",
+            "HALTED",
+        ),
+        (
+            errors.Unavailable("cannot reach 10.0.0.7:5432", field="database"),
+            _CODE.UNAVAILABLE,
+            "probe is unavailable",
+            "DEPENDENCY_UNAVAILABLE",
+        ),
+        (
+            errors.DeadlineExceeded("query ran 2 s", field="query"),
+            _CODE.DEADLINE_EXCEEDED,
+            "probe did not answer within the deadline",
+            "DEPENDENCY_DEADLINE_EXCEEDED",
+        ),
+    ],
+    ids=lambda value: value.name if isinstance(value, grpc.StatusCode) else None,
+)
+async def test_a_dependency_failure_a_handler_lets_through_is_mapped_and_names_it(
     callee: tuple[ProbeApp, Served],
+    raised: errors.MeshError,
+    status: grpc.StatusCode,
+    message: str,
+    stable_code: str,
 ) -> None:
     app, served = callee
-
-    async def missing(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise errors.NotFound(f"no order {request.order_id}")
-
-    app.behaviours["GetOrder"] = missing
+    app.behaviours["GetOrder"] = _raising(raised)
 
     _, answer = await _through_caller(served, timeout=5)
 
     assert isinstance(answer, grpc.aio.AioRpcError)
-    assert answer.code() == grpc.StatusCode.NOT_FOUND
-    assert answer.details() == f"no order {get_order().order_id}"
+    assert (answer.code(), answer.details()) == (status, message)
+    assert trailers(answer)["x-error-code"] == stable_code
+    assert "x-error-field" not in trailers(answer)
+
+
+@pytest.mark.asyncio
+async def test_a_direct_call_keeps_the_callees_status_for_the_handler_to_act_on(
+    callee: tuple[ProbeApp, Served],
+) -> None:
+    app, served = callee
+    app.behaviours["SendOrder"] = _raising(
+        errors.FailedPrecondition("unknown venue SIMX", field="venue")
+    )
+    factory = _factory(served)
+    request = venue_pb2.SendOrderRequest(order=_market_order(), venue="SIMX")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await factory.stub("probe", VenueGatewayServiceStub).SendOrder(request)
+    await factory.close()
+
+    assert isinstance(caught.value, errors.DependencyError)
+    assert caught.value.dependency == "probe"
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == "unknown venue SIMX"
+    assert trailers(caught.value)["x-error-field"] == "venue"
+
+
+def test_every_channel_throttles_its_retries() -> None:
+    config = service_config((QUERY,))
+
+    assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+
+
+@pytest.mark.asyncio
+async def test_retries_stop_once_a_callee_keeps_failing(callee: tuple[ProbeApp, Served]) -> None:
+    app, served = callee
+    app.behaviours["ListVenues"] = _raising(errors.Unavailable("down"))
+    factory = _factory(served)
+    stub = factory.stub("probe", VenueGatewayServiceStub)
+    calls = 10
+
+    codes = []
+    for _ in range(calls):
+        try:
+            await stub.ListVenues(venue_pb2.ListVenuesRequest())
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+    await factory.close()
+
+    assert codes == [grpc.StatusCode.UNAVAILABLE] * calls
+    # Unthrottled, each call would make all 3 attempts: 30.
+    assert calls <= len(app.seen) < 2 * calls
 
 
 # -- ids downstream --------------------------------------------------------------------------

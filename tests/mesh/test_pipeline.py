@@ -1,22 +1,30 @@
-"""The server pipeline over real gRPC: validation, error mapping, the deadline cap and ids."""
+"""The server pipeline over real gRPC: validation, error mapping, deadlines, ids, final codes."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
+import nats
 import protovalidate
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 
+from brokermesh._buf.validate import validate_pb2
 from brokermesh.common.v1 import common_pb2
 from brokermesh.mesh import errors
 from brokermesh.mesh.pipeline import violation_field
 from brokermesh.trading.v1 import order_entry_pb2, order_query_pb2
+from tests.conftest import NatsServer, PostgresServer
 
 from .support import MANIFEST, WIRE_SLACK_S, ProbeApp, get_order, serving, trailers
 
@@ -192,6 +200,59 @@ async def test_a_handler_that_outruns_the_capped_budget_is_deadline_exceeded() -
     assert time.monotonic() - started < 3
 
 
+@pytest.mark.asyncio
+async def test_a_database_timeout_in_a_handler_is_unavailable_naming_postgresql(
+    postgres: PostgresServer,
+) -> None:
+    connection = await asyncpg.connect(postgres.app_dsn, timeout=10)
+
+    async def slow_query(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await connection.fetch("SELECT pg_sleep(5)", timeout=0.05)
+        return order_query_pb2.GetOrderResponse()
+
+    try:
+        error = await _failure(ProbeApp(GetOrder=slow_query), max_deadline_ms=5_000)
+    finally:
+        await connection.close(timeout=5)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "PostgreSQL did not answer in time"
+    assert trailers(error)["x-error-code"] == "DEPENDENCY_TIMEOUT"
+
+
+@pytest.mark.asyncio
+async def test_a_nats_request_timeout_in_a_handler_is_unavailable_naming_nats(
+    nats_server: NatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url, connect_timeout=5)
+    await client.subscribe("probe.silent")  # a responder that never answers
+
+    async def unanswered(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await client.request("probe.silent", b"", timeout=0.05)
+        return order_query_pb2.GetOrderResponse()
+
+    try:
+        error = await _failure(ProbeApp(GetOrder=unanswered), max_deadline_ms=5_000)
+    finally:
+        await client.close()
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "NATS did not answer in time"
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_of_the_handlers_own_is_unavailable_not_deadline_exceeded() -> None:
+    async def impatient(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with asyncio.timeout(0.01):
+            await asyncio.Event().wait()
+        return order_query_pb2.GetOrderResponse()
+
+    error = await _failure(ProbeApp(GetOrder=impatient), max_deadline_ms=5_000)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "a dependency did not answer in time"
+
+
 # -- ids -------------------------------------------------------------------------------------
 
 
@@ -230,3 +291,195 @@ async def test_the_callers_trace_is_continued_by_the_handler(tracing: None) -> N
         )
 
     assert app.seen[0].trace_id == _TRACE_ID
+
+
+@pytest.mark.asyncio
+async def test_an_overlong_correlation_id_is_replaced_by_a_fresh_one() -> None:
+    app = ProbeApp()
+
+    async with serving(app) as served:
+        await served.query.GetOrder(
+            get_order(), timeout=5, metadata=(("x-correlation-id", "c" * 129),)
+        )
+
+    assert uuid.UUID(app.seen[0].correlation_id)
+
+
+# -- the final code that is counted and logged -----------------------------------------------
+
+
+def _handled(code: str) -> float:
+    labels = {"service": MANIFEST.name, "method": "GetOrder", "code": code}
+    return REGISTRY.get_sample_value("brokermesh_grpc_server_handled_total", labels) or 0.0
+
+
+def _logged_codes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        str(getattr(record, "code", ""))
+        for record in caplog.records
+        if record.name == "brokermesh.mesh.pipeline" and getattr(record, "method", "")
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_call_the_handler_aborts_itself_is_counted_and_logged_with_its_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def aborting(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such order")
+
+    caplog.set_level(logging.INFO, logger="brokermesh.mesh.pipeline")
+    before = _handled("NOT_FOUND")
+
+    error = await _failure(ProbeApp(GetOrder=aborting))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert _handled("NOT_FOUND") == before + 1
+    assert _logged_codes(caplog) == ["NOT_FOUND"]
+
+
+@pytest.mark.asyncio
+async def test_a_code_the_handler_sets_before_returning_is_the_one_counted() -> None:
+    async def conflicting(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        context.set_code(grpc.StatusCode.ALREADY_EXISTS)
+        context.set_details("order exists")
+        return order_query_pb2.GetOrderResponse()
+
+    before = _handled("ALREADY_EXISTS")
+
+    error = await _failure(ProbeApp(GetOrder=conflicting))
+
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert _handled("ALREADY_EXISTS") == before + 1
+
+
+@pytest.mark.asyncio
+async def test_a_call_the_caller_cancels_is_counted_and_logged_as_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="brokermesh.mesh.pipeline")
+    app = ProbeApp(GetOrder=_sleeping(10))
+    before = _handled("CANCELLED")
+
+    async with serving(app, max_deadline_ms=60_000) as served:
+        call = served.query.GetOrder(get_order(), timeout=30)
+        await app.arrived.wait()
+        call.cancel()
+        for _ in range(200):
+            if _handled("CANCELLED") > before:
+                break
+            await asyncio.sleep(0.01)
+
+    assert _handled("CANCELLED") == before + 1
+    assert _logged_codes(caplog) == ["CANCELLED"]
+
+
+# -- rules that cannot be evaluated ----------------------------------------------------------
+
+
+def _message_with_a_rule(name: str, expression: str) -> type[Message]:
+    """A message type whose int64 field ``n`` carries the CEL ``expression`` as its rule."""
+    package = f"probe.rules.{name.lower()}"
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"probe/rules/{name.lower()}.proto",
+        package=package,
+        syntax="proto3",
+        dependency=["buf/validate/validate.proto"],
+    )
+    message = file.message_type.add(name=name)
+    field = message.field.add(
+        name="n",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    field.options.Extensions[validate_pb2.field].cel.add(
+        id=f"{name.lower()}.n", message="n is wrong", expression=expression
+    )
+    pool = descriptor_pool.Default()
+    try:
+        descriptor = pool.FindMessageTypeByName(f"{package}.{name}")
+    except KeyError:
+        pool.AddSerializedFile(file.SerializeToString())
+        descriptor = pool.FindMessageTypeByName(f"{package}.{name}")
+    return message_factory.GetMessageClass(descriptor)
+
+
+class _RawApp(ProbeApp):
+    """The probe, plus whatever generic handlers a test gives it."""
+
+    def __init__(self, *handlers: grpc.GenericRpcHandler) -> None:
+        super().__init__()
+        self.handlers = handlers
+
+    def register(self, server: grpc.aio.Server) -> None:
+        super().register(server)
+        server.add_generic_rpc_handlers(self.handlers)
+
+
+@pytest.mark.parametrize(
+    ("name", "expression"),
+    [("Uncompilable", "this +"), ("Unevaluable", "1 / this > 0")],
+)
+@pytest.mark.asyncio
+async def test_rules_that_cannot_be_evaluated_are_internal_and_logged(
+    name: str, expression: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    message_class = _message_with_a_rule(name, expression)
+    ran: list[Message] = []
+
+    async def check(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        ran.append(request)
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "probe.rules.Checker",
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check,
+                request_deserializer=message_class.FromString,
+                response_serializer=message_class.SerializeToString,
+            )
+        },
+    )
+    caplog.set_level(logging.INFO, logger="brokermesh.mesh.pipeline")
+
+    async with serving(_RawApp(handler)) as served:
+        call = served.channel.unary_unary(
+            "/probe.rules.Checker/Check",
+            request_serializer=message_class.SerializeToString,
+            response_deserializer=message_class.FromString,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(message_class(n=0), timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert ran == []
+    assert any(
+        record.levelno == logging.ERROR and f"probe.rules.{name.lower()}.{name}" in record.message
+        for record in caplog.records
+    )
+
+
+# -- streaming methods -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_streaming_method_of_a_service_of_ours_is_refused_without_running() -> None:
+    ran: list[bytes] = []
+
+    async def ticks(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        ran.append(request)
+        yield b"tick"
+
+    handler = grpc.method_handlers_generic_handler(
+        "probe.stream.Ticker", {"Watch": grpc.unary_stream_rpc_method_handler(ticks)}
+    )
+
+    async with serving(_RawApp(handler)) as served:
+        call = served.channel.unary_stream("/probe.stream.Ticker/Watch")(b"from-now", timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert ran == []

@@ -1,8 +1,9 @@
-"""The service bootstrap: health states across start and graceful shutdown, and reflection."""
+"""The service bootstrap: start-up order, health across start and shutdown, and reflection."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -123,5 +124,36 @@ async def test_reflection_when_enabled_lists_the_served_services_health_and_itse
         names = await _list_services(served.channel)
 
     assert sorted(names) == sorted(
-        [QUERY, VENUES, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
+        [*MANIFEST.serves, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"]
     )
+
+
+# -- failing to start ------------------------------------------------------------------------
+
+
+async def test_a_port_that_is_taken_fails_before_the_app_starts() -> None:
+    app = ProbeApp()
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"probe: cannot bind 127.0.0.1:{port}"):
+            await mesh_server.start(MANIFEST, ServiceSettings(port=port), app)
+
+    assert not app.started
+
+
+class _UnregistrableApp(ProbeApp):
+    def register(self, server: grpc.aio.Server) -> None:
+        raise RuntimeError("servicer wiring failed")
+
+
+async def test_an_app_that_started_is_stopped_when_serving_then_fails() -> None:
+    app = _UnregistrableApp()
+
+    with pytest.raises(RuntimeError, match="servicer wiring failed"):
+        await mesh_server.start(MANIFEST, ServiceSettings(), app)
+
+    assert app.started
+    assert app.stopped

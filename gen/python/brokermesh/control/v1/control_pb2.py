@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/control/v1/control.proto\x12\x15\x62rokermesh.control.v1\x1a!brokermesh/common/v1/common.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n\x0fTradingControls\x12%\n\x0etrading_halted\x18\x01 \x01(\x08R\rtradingHalted\x12:\n\x04mode\x18\x02 \x01(\x0e\x32&.brokermesh.control.v1.DegradationModeR\x04mode\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12:\n\nupdated_by\x18\x04 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorR\tupdatedBy\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n\x08revision\x18\x06 \x01(\x04R\x08revision\x12\x1b\n\tchange_id\x18\x07 \x01(\tR\x08\x63hangeId\"\xca\x03\n\rControlChange\x12\x1b\n\tchange_id\x18\x01 \x01(\tR\x08\x63hangeId\x12>\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x06\x62\x65\x66ore\x12<\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x05\x61\x66ter\x12\x31\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorR\x05\x61\x63tor\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x39\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tchangedAt\x12>\n\x07outcome\x18\x07 \x01(\x0e\x32$.brokermesh.control.v1.ChangeOutcomeR\x07outcome\x12\x31\n\x14\x61uthenticated_caller\x18\x08 \x01(\tR\x13\x61uthenticatedCaller\x12%\n\x0eoutcome_detail\x18\t \x01(\tR\routcomeDetail\"\x1b\n\x19GetTradingControlsRequest\"`\n\x1aGetTradingControlsResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"\x9c\x01\n\x14SetKillSwitchRequest\x12%\n\x0etrading_halted\x18\x01 \x01(\x08R\rtradingHalted\x12\"\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xf4\x03R\x06reason\x12\x39\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorB\x06\xbaH\x03\xc8\x01\x01R\x05\x61\x63tor\"[\n\x15SetKillSwitchResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"\xc2\x01\n\x19SetDegradationModeRequest\x12\x46\n\x04mode\x18\x01 \x01(\x0e\x32&.brokermesh.control.v1.DegradationModeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04mode\x12\"\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xf4\x03R\x06reason\x12\x39\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorB\x06\xbaH\x03\xc8\x01\x01R\x05\x61\x63tor\"`\n\x1aSetDegradationModeResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"=\n\x19ListControlChangesRequest\x12 \n\x05limit\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x05limit\"\\\n\x1aListControlChangesResponse\x12>\n\x07\x63hanges\x18\x01 \x03(\x0b\x32$.brokermesh.control.v1.ControlChangeR\x07\x63hanges*\xb0\x01\n\x0f\x44\x65gradationMode\x12 \n\x1c\x44\x45GRADATION_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45GRADATION_MODE_NORMAL\x10\x01\x12 \n\x1c\x44\x45GRADATION_MODE_AI_DEGRADED\x10\x02\x12\x1c\n\x18\x44\x45GRADATION_MODE_REDUCED\x10\x03\x12\x1e\n\x1a\x44\x45GRADATION_MODE_EMERGENCY\x10\x04*\x88\x01\n\rChangeOutcome\x12\x1e\n\x1a\x43HANGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HANGE_OUTCOME_INTENDED\x10\x01\x12\x1a\n\x16\x43HANGE_OUTCOME_APPLIED\x10\x02\x12\x1e\n\x1a\x43HANGE_OUTCOME_NOT_APPLIED\x10\x03\x32\xfc\x03\n\x13\x43ontrolPlaneService\x12~\n\x12GetTradingControls\x12\x30.brokermesh.control.v1.GetTradingControlsRequest\x1a\x31.brokermesh.control.v1.GetTradingControlsResponse\"\x03\x90\x02\x01\x12j\n\rSetKillSwitch\x12+.brokermesh.control.v1.SetKillSwitchRequest\x1a,.brokermesh.control.v1.SetKillSwitchResponse\x12y\n\x12SetDegradationMode\x12\x30.brokermesh.control.v1.SetDegradationModeRequest\x1a\x31.brokermesh.control.v1.SetDegradationModeResponse\x12~\n\x12ListControlChanges\x12\x30.brokermesh.control.v1.ListControlChangesRequest\x1a\x31.brokermesh.control.v1.ListControlChangesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/control/v1/control.proto\x12\x15\x62rokermesh.control.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n\x0fTradingControls\x12%\n\x0etrading_halted\x18\x01 \x01(\x08R\rtradingHalted\x12:\n\x04mode\x18\x02 \x01(\x0e\x32&.brokermesh.control.v1.DegradationModeR\x04mode\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12:\n\nupdated_by\x18\x04 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorR\tupdatedBy\x12\x39\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n\x08revision\x18\x06 \x01(\x04R\x08revision\x12\x1b\n\tchange_id\x18\x07 \x01(\tR\x08\x63hangeId\"\xca\x03\n\rControlChange\x12\x1b\n\tchange_id\x18\x01 \x01(\tR\x08\x63hangeId\x12>\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x06\x62\x65\x66ore\x12<\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x05\x61\x66ter\x12\x31\n\x05\x61\x63tor\x18\x04 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorR\x05\x61\x63tor\x12\x16\n\x06reason\x18\x05 \x01(\tR\x06reason\x12\x39\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tchangedAt\x12>\n\x07outcome\x18\x07 \x01(\x0e\x32$.brokermesh.control.v1.ChangeOutcomeR\x07outcome\x12\x31\n\x14\x61uthenticated_caller\x18\x08 \x01(\tR\x13\x61uthenticatedCaller\x12%\n\x0eoutcome_detail\x18\t \x01(\tR\routcomeDetail\"\x1b\n\x19GetTradingControlsRequest\"`\n\x1aGetTradingControlsResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"\x9c\x01\n\x14SetKillSwitchRequest\x12%\n\x0etrading_halted\x18\x01 \x01(\x08R\rtradingHalted\x12\"\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xf4\x03R\x06reason\x12\x39\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorB\x06\xbaH\x03\xc8\x01\x01R\x05\x61\x63tor\"[\n\x15SetKillSwitchResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"\xc2\x01\n\x19SetDegradationModeRequest\x12\x46\n\x04mode\x18\x01 \x01(\x0e\x32&.brokermesh.control.v1.DegradationModeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04mode\x12\"\n\x06reason\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x03\x18\xf4\x03R\x06reason\x12\x39\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1b.brokermesh.common.v1.ActorB\x06\xbaH\x03\xc8\x01\x01R\x05\x61\x63tor\"`\n\x1aSetDegradationModeResponse\x12\x42\n\x08\x63ontrols\x18\x01 \x01(\x0b\x32&.brokermesh.control.v1.TradingControlsR\x08\x63ontrols\"=\n\x19ListControlChangesRequest\x12 \n\x05limit\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00R\x05limit\"\\\n\x1aListControlChangesResponse\x12>\n\x07\x63hanges\x18\x01 \x03(\x0b\x32$.brokermesh.control.v1.ControlChangeR\x07\x63hanges*\xb0\x01\n\x0f\x44\x65gradationMode\x12 \n\x1c\x44\x45GRADATION_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45GRADATION_MODE_NORMAL\x10\x01\x12 \n\x1c\x44\x45GRADATION_MODE_AI_DEGRADED\x10\x02\x12\x1c\n\x18\x44\x45GRADATION_MODE_REDUCED\x10\x03\x12\x1e\n\x1a\x44\x45GRADATION_MODE_EMERGENCY\x10\x04*\x88\x01\n\rChangeOutcome\x12\x1e\n\x1a\x43HANGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43HANGE_OUTCOME_INTENDED\x10\x01\x12\x1a\n\x16\x43HANGE_OUTCOME_APPLIED\x10\x02\x12\x1e\n\x1a\x43HANGE_OUTCOME_NOT_APPLIED\x10\x03\x32\x97\x04\n\x13\x43ontrolPlaneService\x12\x83\x01\n\x12GetTradingControls\x12\x30.brokermesh.control.v1.GetTradingControlsRequest\x1a\x31.brokermesh.control.v1.GetTradingControlsResponse\"\x08\x90\x02\x01\xa0\xbb\x18\xe8\x07\x12q\n\rSetKillSwitch\x12+.brokermesh.control.v1.SetKillSwitchRequest\x1a,.brokermesh.control.v1.SetKillSwitchResponse\"\x05\xa0\xbb\x18\x88\'\x12\x80\x01\n\x12SetDegradationMode\x12\x30.brokermesh.control.v1.SetDegradationModeRequest\x1a\x31.brokermesh.control.v1.SetDegradationModeResponse\"\x05\xa0\xbb\x18\x88\'\x12\x83\x01\n\x12ListControlChanges\x12\x30.brokermesh.control.v1.ListControlChangesRequest\x1a\x31.brokermesh.control.v1.ListControlChangesResponse\"\x08\x90\x02\x01\xa0\xbb\x18\xd0\x0f\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,33 +48,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONTROLCHANGESREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_LISTCONTROLCHANGESREQUEST'].fields_by_name['limit']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
   _globals['_CONTROLPLANESERVICE'].methods_by_name['GetTradingControls']._loaded_options = None
-  _globals['_CONTROLPLANESERVICE'].methods_by_name['GetTradingControls']._serialized_options = b'\220\002\001'
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['GetTradingControls']._serialized_options = b'\220\002\001\240\273\030\350\007'
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['SetKillSwitch']._loaded_options = None
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['SetKillSwitch']._serialized_options = b'\240\273\030\210\''
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['SetDegradationMode']._loaded_options = None
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['SetDegradationMode']._serialized_options = b'\240\273\030\210\''
   _globals['_CONTROLPLANESERVICE'].methods_by_name['ListControlChanges']._loaded_options = None
-  _globals['_CONTROLPLANESERVICE'].methods_by_name['ListControlChanges']._serialized_options = b'\220\002\001'
-  _globals['_DEGRADATIONMODE']._serialized_start=1771
-  _globals['_DEGRADATIONMODE']._serialized_end=1947
-  _globals['_CHANGEOUTCOME']._serialized_start=1950
-  _globals['_CHANGEOUTCOME']._serialized_end=2086
-  _globals['_TRADINGCONTROLS']._serialized_start=160
-  _globals['_TRADINGCONTROLS']._serialized_end=476
-  _globals['_CONTROLCHANGE']._serialized_start=479
-  _globals['_CONTROLCHANGE']._serialized_end=937
-  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_start=939
-  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_end=966
-  _globals['_GETTRADINGCONTROLSRESPONSE']._serialized_start=968
-  _globals['_GETTRADINGCONTROLSRESPONSE']._serialized_end=1064
-  _globals['_SETKILLSWITCHREQUEST']._serialized_start=1067
-  _globals['_SETKILLSWITCHREQUEST']._serialized_end=1223
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=1225
-  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=1316
-  _globals['_SETDEGRADATIONMODEREQUEST']._serialized_start=1319
-  _globals['_SETDEGRADATIONMODEREQUEST']._serialized_end=1513
-  _globals['_SETDEGRADATIONMODERESPONSE']._serialized_start=1515
-  _globals['_SETDEGRADATIONMODERESPONSE']._serialized_end=1611
-  _globals['_LISTCONTROLCHANGESREQUEST']._serialized_start=1613
-  _globals['_LISTCONTROLCHANGESREQUEST']._serialized_end=1674
-  _globals['_LISTCONTROLCHANGESRESPONSE']._serialized_start=1676
-  _globals['_LISTCONTROLCHANGESRESPONSE']._serialized_end=1768
-  _globals['_CONTROLPLANESERVICE']._serialized_start=2089
-  _globals['_CONTROLPLANESERVICE']._serialized_end=2597
+  _globals['_CONTROLPLANESERVICE'].methods_by_name['ListControlChanges']._serialized_options = b'\220\002\001\240\273\030\320\017'
+  _globals['_DEGRADATIONMODE']._serialized_start=1807
+  _globals['_DEGRADATIONMODE']._serialized_end=1983
+  _globals['_CHANGEOUTCOME']._serialized_start=1986
+  _globals['_CHANGEOUTCOME']._serialized_end=2122
+  _globals['_TRADINGCONTROLS']._serialized_start=196
+  _globals['_TRADINGCONTROLS']._serialized_end=512
+  _globals['_CONTROLCHANGE']._serialized_start=515
+  _globals['_CONTROLCHANGE']._serialized_end=973
+  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_start=975
+  _globals['_GETTRADINGCONTROLSREQUEST']._serialized_end=1002
+  _globals['_GETTRADINGCONTROLSRESPONSE']._serialized_start=1004
+  _globals['_GETTRADINGCONTROLSRESPONSE']._serialized_end=1100
+  _globals['_SETKILLSWITCHREQUEST']._serialized_start=1103
+  _globals['_SETKILLSWITCHREQUEST']._serialized_end=1259
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_start=1261
+  _globals['_SETKILLSWITCHRESPONSE']._serialized_end=1352
+  _globals['_SETDEGRADATIONMODEREQUEST']._serialized_start=1355
+  _globals['_SETDEGRADATIONMODEREQUEST']._serialized_end=1549
+  _globals['_SETDEGRADATIONMODERESPONSE']._serialized_start=1551
+  _globals['_SETDEGRADATIONMODERESPONSE']._serialized_end=1647
+  _globals['_LISTCONTROLCHANGESREQUEST']._serialized_start=1649
+  _globals['_LISTCONTROLCHANGESREQUEST']._serialized_end=1710
+  _globals['_LISTCONTROLCHANGESRESPONSE']._serialized_start=1712
+  _globals['_LISTCONTROLCHANGESRESPONSE']._serialized_end=1804
+  _globals['_CONTROLPLANESERVICE']._serialized_start=2125
+  _globals['_CONTROLPLANESERVICE']._serialized_end=2660
 # @@protoc_insertion_point(module_scope)

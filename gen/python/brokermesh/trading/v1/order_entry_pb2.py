@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/order_entry.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x06\n\x12SubmitOrderRequest\x12:\n\naccount_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ACC-[0-9A-Z]{1,20}$R\taccountId\x12\x34\n\x06symbol\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Z][A-Z0-9.]{0,9}$R\x06symbol\x12:\n\x04side\x18\x03 \x01(\x0e\x32\x1a.brokermesh.common.v1.SideB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04side\x12(\n\x08quantity\x18\x04 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xad\xe2\x04 \x00R\x08quantity\x12J\n\norder_type\x18\x05 \x01(\x0e\x32\x1f.brokermesh.common.v1.OrderTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\torderType\x12G\n\x0blimit_price\x18\x06 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\nlimitPrice\x12Q\n\rtime_in_force\x18\x07 \x01(\x0e\x32!.brokermesh.common.v1.TimeInForceB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x0btimeInForce\x12:\n\nadvisor_id\x18\x08 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ADV-[0-9A-Z]{1,20}$R\tadvisorId\x12\x45\n\x0f\x63lient_order_id\x18\t \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[A-Za-z0-9._:-]+$R\rclientOrderId:\xaf\x01\xbaH\xab\x01\x1a\xa8\x01\n\x18submit_order.limit_price\x12\x44limit orders need a limit_price and market orders must not carry one\x1a\x46this.order_type == 2 ? this.limit_price != \'\' : this.limit_price == \'\'\"\xae\x02\n\x13SubmitOrderResponse\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x06status\x12;\n\x0b\x61\x63\x63\x65pted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nacceptedAt\x12\x19\n\x08trace_id\x18\x04 \x01(\tR\x07traceId\x12K\n\x0erisk_decisions\x18\x05 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\rriskDecisions\x12\x1c\n\tduplicate\x18\x06 \x01(\x08R\tduplicate2\x93\x01\n\x11OrderEntryService\x12~\n\x0bSubmitOrder\x12).brokermesh.trading.v1.SubmitOrderRequest\x1a*.brokermesh.trading.v1.SubmitOrderResponse\"\x18\x90\x02\x02\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/order_entry.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x06\n\x12SubmitOrderRequest\x12:\n\naccount_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ACC-[0-9A-Z]{1,20}$R\taccountId\x12\x34\n\x06symbol\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Z][A-Z0-9.]{0,9}$R\x06symbol\x12:\n\x04side\x18\x03 \x01(\x0e\x32\x1a.brokermesh.common.v1.SideB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04side\x12(\n\x08quantity\x18\x04 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xad\xe2\x04 \x00R\x08quantity\x12J\n\norder_type\x18\x05 \x01(\x0e\x32\x1f.brokermesh.common.v1.OrderTypeB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\torderType\x12G\n\x0blimit_price\x18\x06 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\nlimitPrice\x12Q\n\rtime_in_force\x18\x07 \x01(\x0e\x32!.brokermesh.common.v1.TimeInForceB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x0btimeInForce\x12:\n\nadvisor_id\x18\x08 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ADV-[0-9A-Z]{1,20}$R\tadvisorId\x12\x45\n\x0f\x63lient_order_id\x18\t \x01(\tB\x1d\xbaH\x1ar\x18\x10\x01\x18@2\x12^[A-Za-z0-9._:-]+$R\rclientOrderId:\xaf\x01\xbaH\xab\x01\x1a\xa8\x01\n\x18submit_order.limit_price\x12\x44limit orders need a limit_price and market orders must not carry one\x1a\x46this.order_type == 2 ? this.limit_price != \'\' : this.limit_price == \'\'\"\xae\x02\n\x13SubmitOrderResponse\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x06status\x12;\n\x0b\x61\x63\x63\x65pted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nacceptedAt\x12\x19\n\x08trace_id\x18\x04 \x01(\tR\x07traceId\x12K\n\x0erisk_decisions\x18\x05 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\rriskDecisions\x12\x1c\n\tduplicate\x18\x06 \x01(\x08R\tduplicate2\x99\x01\n\x11OrderEntryService\x12\x83\x01\n\x0bSubmitOrder\x12).brokermesh.trading.v1.SubmitOrderRequest\x1a*.brokermesh.trading.v1.SubmitOrderResponse\"\x1d\x90\x02\x02\xa0\xbb\x18\xe8\x07\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,11 +58,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITORDERREQUEST']._loaded_options = None
   _globals['_SUBMITORDERREQUEST']._serialized_options = b'\272H\253\001\032\250\001\n\030submit_order.limit_price\022Dlimit orders need a limit_price and market orders must not carry one\032Fthis.order_type == 2 ? this.limit_price != \'\' : this.limit_price == \'\''
   _globals['_ORDERENTRYSERVICE'].methods_by_name['SubmitOrder']._loaded_options = None
-  _globals['_ORDERENTRYSERVICE'].methods_by_name['SubmitOrder']._serialized_options = b'\220\002\002\202\323\344\223\002\017\"\n/v1/orders:\001*'
-  _globals['_SUBMITORDERREQUEST']._serialized_start=229
-  _globals['_SUBMITORDERREQUEST']._serialized_end=1006
-  _globals['_SUBMITORDERRESPONSE']._serialized_start=1009
-  _globals['_SUBMITORDERRESPONSE']._serialized_end=1311
-  _globals['_ORDERENTRYSERVICE']._serialized_start=1314
-  _globals['_ORDERENTRYSERVICE']._serialized_end=1461
+  _globals['_ORDERENTRYSERVICE'].methods_by_name['SubmitOrder']._serialized_options = b'\220\002\002\240\273\030\350\007\202\323\344\223\002\017\"\n/v1/orders:\001*'
+  _globals['_SUBMITORDERREQUEST']._serialized_start=265
+  _globals['_SUBMITORDERREQUEST']._serialized_end=1042
+  _globals['_SUBMITORDERRESPONSE']._serialized_start=1045
+  _globals['_SUBMITORDERRESPONSE']._serialized_end=1347
+  _globals['_ORDERENTRYSERVICE']._serialized_start=1350
+  _globals['_ORDERENTRYSERVICE']._serialized_end=1503
 # @@protoc_insertion_point(module_scope)

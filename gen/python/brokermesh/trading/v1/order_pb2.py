@@ -23,7 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 

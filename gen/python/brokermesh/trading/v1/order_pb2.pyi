@@ -1,7 +1,7 @@
 import datetime
 
 from brokermesh.common.v1 import common_pb2 as _common_pb2
-from buf.validate import validate_pb2 as _validate_pb2
+from brokermesh._buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/order_query.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x0fGetOrderRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\"J\n\x10GetOrderResponse\x12\x36\n\x05order\x18\x01 \x01(\x0b\x32 .brokermesh.trading.v1.OrderViewR\x05order\"x\n\x11ListOrdersRequest\x12:\n\naccount_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ACC-[0-9A-Z]{1,20}$R\taccountId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\"N\n\x12ListOrdersResponse\x12\x38\n\x06orders\x18\x01 \x03(\x0b\x32 .brokermesh.trading.v1.OrderViewR\x06orders\"\xa9\x01\n\x0bStateChange\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12*\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02\x61t\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"\xf6\x03\n\tOrderView\x12\x32\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderR\x05order\x12\x37\n\x05state\x18\x02 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12/\n\x13\x63umulative_quantity\x18\x03 \x01(\x03R\x12\x63umulativeQuantity\x12\'\n\x0fleaves_quantity\x18\x04 \x01(\x03R\x0eleavesQuantity\x12#\n\raverage_price\x18\x05 \x01(\tR\x0c\x61veragePrice\x12\x31\n\x05\x66ills\x18\x06 \x03(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x05\x66ills\x12<\n\x07history\x18\x07 \x03(\x0b\x32\".brokermesh.trading.v1.StateChangeR\x07history\x12O\n\x10policy_decisions\x18\x08 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\x0fpolicyDecisions\x12\x14\n\x05venue\x18\t \x01(\tR\x05venue\x12%\n\x0estream_version\x18\n \x01(\x03R\rstreamVersion2\x8c\x02\n\x11OrderQueryService\x12}\n\x08GetOrder\x12&.brokermesh.trading.v1.GetOrderRequest\x1a\'.brokermesh.trading.v1.GetOrderResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12x\n\nListOrders\x12(.brokermesh.trading.v1.ListOrdersRequest\x1a).brokermesh.trading.v1.ListOrdersResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'brokermesh/trading/v1/order_query.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x0fGetOrderRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\"J\n\x10GetOrderResponse\x12\x36\n\x05order\x18\x01 \x01(\x0b\x32 .brokermesh.trading.v1.OrderViewR\x05order\"x\n\x11ListOrdersRequest\x12:\n\naccount_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x32\x14^ACC-[0-9A-Z]{1,20}$R\taccountId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\"N\n\x12ListOrdersResponse\x12\x38\n\x06orders\x18\x01 \x03(\x0b\x32 .brokermesh.trading.v1.OrderViewR\x06orders\"\xa9\x01\n\x0bStateChange\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1d\n\nevent_type\x18\x02 \x01(\tR\teventType\x12*\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02\x61t\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"\xf6\x03\n\tOrderView\x12\x32\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderR\x05order\x12\x37\n\x05state\x18\x02 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12/\n\x13\x63umulative_quantity\x18\x03 \x01(\x03R\x12\x63umulativeQuantity\x12\'\n\x0fleaves_quantity\x18\x04 \x01(\x03R\x0eleavesQuantity\x12#\n\raverage_price\x18\x05 \x01(\tR\x0c\x61veragePrice\x12\x31\n\x05\x66ills\x18\x06 \x03(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x05\x66ills\x12<\n\x07history\x18\x07 \x03(\x0b\x32\".brokermesh.trading.v1.StateChangeR\x07history\x12O\n\x10policy_decisions\x18\x08 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\x0fpolicyDecisions\x12\x14\n\x05venue\x18\t \x01(\tR\x05venue\x12%\n\x0estream_version\x18\n \x01(\x03R\rstreamVersion2\x97\x02\n\x11OrderQueryService\x12\x82\x01\n\x08GetOrder\x12&.brokermesh.trading.v1.GetOrderRequest\x1a\'.brokermesh.trading.v1.GetOrderResponse\"%\x90\x02\x01\xa0\xbb\x18\xe8\x07\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12}\n\nListOrders\x12(.brokermesh.trading.v1.ListOrdersRequest\x1a).brokermesh.trading.v1.ListOrdersResponse\"\x1a\x90\x02\x01\xa0\xbb\x18\xe8\x07\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORDERSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTORDERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\364\003(\000'
   _globals['_ORDERQUERYSERVICE'].methods_by_name['GetOrder']._loaded_options = None
-  _globals['_ORDERQUERYSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\220\002\001\202\323\344\223\002\027\022\025/v1/orders/{order_id}'
+  _globals['_ORDERQUERYSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\220\002\001\240\273\030\350\007\202\323\344\223\002\027\022\025/v1/orders/{order_id}'
   _globals['_ORDERQUERYSERVICE'].methods_by_name['ListOrders']._loaded_options = None
-  _globals['_ORDERQUERYSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\220\002\001\202\323\344\223\002\014\022\n/v1/orders'
-  _globals['_GETORDERREQUEST']._serialized_start=228
-  _globals['_GETORDERREQUEST']._serialized_end=304
-  _globals['_GETORDERRESPONSE']._serialized_start=306
-  _globals['_GETORDERRESPONSE']._serialized_end=380
-  _globals['_LISTORDERSREQUEST']._serialized_start=382
-  _globals['_LISTORDERSREQUEST']._serialized_end=502
-  _globals['_LISTORDERSRESPONSE']._serialized_start=504
-  _globals['_LISTORDERSRESPONSE']._serialized_end=582
-  _globals['_STATECHANGE']._serialized_start=585
-  _globals['_STATECHANGE']._serialized_end=754
-  _globals['_ORDERVIEW']._serialized_start=757
-  _globals['_ORDERVIEW']._serialized_end=1259
-  _globals['_ORDERQUERYSERVICE']._serialized_start=1262
-  _globals['_ORDERQUERYSERVICE']._serialized_end=1530
+  _globals['_ORDERQUERYSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\220\002\001\240\273\030\350\007\202\323\344\223\002\014\022\n/v1/orders'
+  _globals['_GETORDERREQUEST']._serialized_start=264
+  _globals['_GETORDERREQUEST']._serialized_end=340
+  _globals['_GETORDERRESPONSE']._serialized_start=342
+  _globals['_GETORDERRESPONSE']._serialized_end=416
+  _globals['_LISTORDERSREQUEST']._serialized_start=418
+  _globals['_LISTORDERSREQUEST']._serialized_end=538
+  _globals['_LISTORDERSRESPONSE']._serialized_start=540
+  _globals['_LISTORDERSRESPONSE']._serialized_end=618
+  _globals['_STATECHANGE']._serialized_start=621
+  _globals['_STATECHANGE']._serialized_end=790
+  _globals['_ORDERVIEW']._serialized_start=793
+  _globals['_ORDERVIEW']._serialized_end=1295
+  _globals['_ORDERQUERYSERVICE']._serialized_start=1298
+  _globals['_ORDERQUERYSERVICE']._serialized_end=1577
 # @@protoc_insertion_point(module_scope)

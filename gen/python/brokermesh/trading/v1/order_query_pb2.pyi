@@ -1,8 +1,9 @@
 import datetime
 
 from brokermesh.common.v1 import common_pb2 as _common_pb2
+from brokermesh.common.v1 import options_pb2 as _options_pb2
 from brokermesh.trading.v1 import order_pb2 as _order_pb2
-from buf.validate import validate_pb2 as _validate_pb2
+from brokermesh._buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n brokermesh/trading/v1/risk.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"R\n\x14\x45valuateOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"w\n\x15\x45valuateOrderResponse\x12\x1a\n\x08\x61pproved\x18\x01 \x01(\x08R\x08\x61pproved\x12\x42\n\tdecisions\x18\x02 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\tdecisions2\x86\x01\n\x13PreTradeRiskService\x12o\n\rEvaluateOrder\x12+.brokermesh.trading.v1.EvaluateOrderRequest\x1a,.brokermesh.trading.v1.EvaluateOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n brokermesh/trading/v1/risk.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"R\n\x14\x45valuateOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"w\n\x15\x45valuateOrderResponse\x12\x1a\n\x08\x61pproved\x18\x01 \x01(\x08R\x08\x61pproved\x12\x42\n\tdecisions\x18\x02 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\tdecisions2\x8b\x01\n\x13PreTradeRiskService\x12t\n\rEvaluateOrder\x12+.brokermesh.trading.v1.EvaluateOrderRequest\x1a,.brokermesh.trading.v1.EvaluateOrderResponse\"\x08\x90\x02\x02\xa0\xbb\x18\xe8\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATEORDERREQUEST'].fields_by_name['order']._loaded_options = None
   _globals['_EVALUATEORDERREQUEST'].fields_by_name['order']._serialized_options = b'\272H\003\310\001\001'
   _globals['_PRETRADERISKSERVICE'].methods_by_name['EvaluateOrder']._loaded_options = None
-  _globals['_PRETRADERISKSERVICE'].methods_by_name['EvaluateOrder']._serialized_options = b'\220\002\002'
-  _globals['_EVALUATEORDERREQUEST']._serialized_start=158
-  _globals['_EVALUATEORDERREQUEST']._serialized_end=240
-  _globals['_EVALUATEORDERRESPONSE']._serialized_start=242
-  _globals['_EVALUATEORDERRESPONSE']._serialized_end=361
-  _globals['_PRETRADERISKSERVICE']._serialized_start=364
-  _globals['_PRETRADERISKSERVICE']._serialized_end=498
+  _globals['_PRETRADERISKSERVICE'].methods_by_name['EvaluateOrder']._serialized_options = b'\220\002\002\240\273\030\350\007'
+  _globals['_EVALUATEORDERREQUEST']._serialized_start=194
+  _globals['_EVALUATEORDERREQUEST']._serialized_end=276
+  _globals['_EVALUATEORDERRESPONSE']._serialized_start=278
+  _globals['_EVALUATEORDERRESPONSE']._serialized_end=397
+  _globals['_PRETRADERISKSERVICE']._serialized_start=400
+  _globals['_PRETRADERISKSERVICE']._serialized_end=539
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 from brokermesh.common.v1 import common_pb2 as _common_pb2
+from brokermesh.common.v1 import options_pb2 as _options_pb2
 from brokermesh.trading.v1 import order_pb2 as _order_pb2
-from buf.validate import validate_pb2 as _validate_pb2
+from brokermesh._buf.validate import validate_pb2 as _validate_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

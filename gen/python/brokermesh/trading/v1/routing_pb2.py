@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/trading/v1/routing.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"O\n\x11RouteOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"\xd1\x02\n\x0eVenueCandidate\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x18\n\x07healthy\x18\x02 \x01(\x08R\x07healthy\x12I\n\x0cquoted_price\x18\x03 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,8})?)?$R\x0bquotedPrice\x12G\n\rfee_per_share\x18\x04 \x01(\tB#\xbaH r\x1e\x32\x1c^[0-9]{1,10}(\\.[0-9]{1,8})?$R\x0b\x66\x65\x65PerShare\x12Q\n\x0f\x65\x66\x66\x65\x63tive_price\x18\x05 \x01(\tB(\xbaH%r#2!^(-?[0-9]{1,10}(\\.[0-9]{1,8})?)?$R\x0e\x65\x66\x66\x65\x63tivePrice\x12(\n\x0bquoted_size\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\nquotedSize\"\x89\x01\n\x12RouteOrderResponse\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x45\n\ncandidates\x18\x03 \x03(\x0b\x32%.brokermesh.trading.v1.VenueCandidateR\ncandidates2\x81\x01\n\x17SmartOrderRouterService\x12\x66\n\nRouteOrder\x12(.brokermesh.trading.v1.RouteOrderRequest\x1a).brokermesh.trading.v1.RouteOrderResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#brokermesh/trading/v1/routing.proto\x12\x15\x62rokermesh.trading.v1\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"O\n\x11RouteOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"\xd1\x02\n\x0eVenueCandidate\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x18\n\x07healthy\x18\x02 \x01(\x08R\x07healthy\x12I\n\x0cquoted_price\x18\x03 \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,8})?)?$R\x0bquotedPrice\x12G\n\rfee_per_share\x18\x04 \x01(\tB#\xbaH r\x1e\x32\x1c^[0-9]{1,10}(\\.[0-9]{1,8})?$R\x0b\x66\x65\x65PerShare\x12Q\n\x0f\x65\x66\x66\x65\x63tive_price\x18\x05 \x01(\tB(\xbaH%r#2!^(-?[0-9]{1,10}(\\.[0-9]{1,8})?)?$R\x0e\x65\x66\x66\x65\x63tivePrice\x12(\n\x0bquoted_size\x18\x06 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\nquotedSize\"\x89\x01\n\x12RouteOrderResponse\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x45\n\ncandidates\x18\x03 \x03(\x0b\x32%.brokermesh.trading.v1.VenueCandidateR\ncandidates2\x86\x01\n\x17SmartOrderRouterService\x12k\n\nRouteOrder\x12(.brokermesh.trading.v1.RouteOrderRequest\x1a).brokermesh.trading.v1.RouteOrderResponse\"\x08\x90\x02\x01\xa0\xbb\x18\xe8\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VENUECANDIDATE'].fields_by_name['quoted_size']._loaded_options = None
   _globals['_VENUECANDIDATE'].fields_by_name['quoted_size']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_SMARTORDERROUTERSERVICE'].methods_by_name['RouteOrder']._loaded_options = None
-  _globals['_SMARTORDERROUTERSERVICE'].methods_by_name['RouteOrder']._serialized_options = b'\220\002\001'
-  _globals['_ROUTEORDERREQUEST']._serialized_start=126
-  _globals['_ROUTEORDERREQUEST']._serialized_end=205
-  _globals['_VENUECANDIDATE']._serialized_start=208
-  _globals['_VENUECANDIDATE']._serialized_end=545
-  _globals['_ROUTEORDERRESPONSE']._serialized_start=548
-  _globals['_ROUTEORDERRESPONSE']._serialized_end=685
-  _globals['_SMARTORDERROUTERSERVICE']._serialized_start=688
-  _globals['_SMARTORDERROUTERSERVICE']._serialized_end=817
+  _globals['_SMARTORDERROUTERSERVICE'].methods_by_name['RouteOrder']._serialized_options = b'\220\002\001\240\273\030\350\007'
+  _globals['_ROUTEORDERREQUEST']._serialized_start=162
+  _globals['_ROUTEORDERREQUEST']._serialized_end=241
+  _globals['_VENUECANDIDATE']._serialized_start=244
+  _globals['_VENUECANDIDATE']._serialized_end=581
+  _globals['_ROUTEORDERRESPONSE']._serialized_start=584
+  _globals['_ROUTEORDERRESPONSE']._serialized_end=721
+  _globals['_SMARTORDERROUTERSERVICE']._serialized_start=724
+  _globals['_SMARTORDERROUTERSERVICE']._serialized_end=858
 # @@protoc_insertion_point(module_scope)

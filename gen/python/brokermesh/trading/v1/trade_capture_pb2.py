@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/trading/v1/trade_capture.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"\xe6\x06\n\x16RecordExecutionRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\x44\n\x04kind\x18\x02 \x01(\x0e\x32$.brokermesh.trading.v1.ExecutionKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04kind\x12/\n\x04\x66ill\x18\x03 \x01(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x04\x66ill\x12\x38\n\x13\x63umulative_quantity\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x12\x63umulativeQuantity\x12\x30\n\x0fleaves_quantity\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0eleavesQuantity\x12\'\n\x05venue\x18\x06 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\x12$\n\x0evenue_order_id\x18\x07 \x01(\tR\x0cvenueOrderId\x12\x12\n\x04text\x18\x08 \x01(\tR\x04text\x12 \n\x07\x65xec_id\x18\t \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x06\x65xecId\x12T\n\x0cvenue_status\x18\n \x01(\x0e\x32\'.brokermesh.trading.v1.VenueOrderStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x0bvenueStatus\x12K\n\raverage_price\x18\x0b \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\x0c\x61veragePrice:\x85\x02\xbaH\x81\x02\x1az\n\x15record_execution.fill\x12=a FILL report carries its fill, and no other kind carries one\x1a\"(this.kind == 2) == has(this.fill)\x1a\x82\x01\n\x1drecord_execution.venue_status\x12\x37\x61n ORDER_STATUS report carries the venue\'s order status\x1a(this.kind != 5 || this.venue_status != 0\"\x95\x01\n\x17RecordExecutionResponse\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1a\n\x08recorded\x18\x02 \x01(\x08R\x08recorded\x12%\n\x0e\x62reak_recorded\x18\x03 \x01(\x08R\rbreakRecorded*\xc5\x01\n\rExecutionKind\x12\x1e\n\x1a\x45XECUTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XECUTION_KIND_ACKNOWLEDGED\x10\x01\x12\x17\n\x13\x45XECUTION_KIND_FILL\x10\x02\x12\x1b\n\x17\x45XECUTION_KIND_REJECTED\x10\x03\x12\x1c\n\x18\x45XECUTION_KIND_CANCELLED\x10\x04\x12\x1f\n\x1b\x45XECUTION_KIND_ORDER_STATUS\x10\x05*\xdd\x01\n\x10VenueOrderStatus\x12\"\n\x1eVENUE_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16VENUE_ORDER_STATUS_NEW\x10\x01\x12\'\n#VENUE_ORDER_STATUS_PARTIALLY_FILLED\x10\x02\x12\x1d\n\x19VENUE_ORDER_STATUS_FILLED\x10\x03\x12 \n\x1cVENUE_ORDER_STATUS_CANCELLED\x10\x04\x12\x1f\n\x1bVENUE_ORDER_STATUS_REJECTED\x10\x05\x32\x8c\x01\n\x13TradeCaptureService\x12u\n\x0fRecordExecution\x12-.brokermesh.trading.v1.RecordExecutionRequest\x1a..brokermesh.trading.v1.RecordExecutionResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)brokermesh/trading/v1/trade_capture.proto\x12\x15\x62rokermesh.trading.v1\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"\xe6\x06\n\x16RecordExecutionRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\x44\n\x04kind\x18\x02 \x01(\x0e\x32$.brokermesh.trading.v1.ExecutionKindB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04kind\x12/\n\x04\x66ill\x18\x03 \x01(\x0b\x32\x1b.brokermesh.trading.v1.FillR\x04\x66ill\x12\x38\n\x13\x63umulative_quantity\x18\x04 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x12\x63umulativeQuantity\x12\x30\n\x0fleaves_quantity\x18\x05 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0eleavesQuantity\x12\'\n\x05venue\x18\x06 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\x12$\n\x0evenue_order_id\x18\x07 \x01(\tR\x0cvenueOrderId\x12\x12\n\x04text\x18\x08 \x01(\tR\x04text\x12 \n\x07\x65xec_id\x18\t \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x06\x65xecId\x12T\n\x0cvenue_status\x18\n \x01(\x0e\x32\'.brokermesh.trading.v1.VenueOrderStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x0bvenueStatus\x12K\n\raverage_price\x18\x0b \x01(\tB&\xbaH#r!2\x1f^([0-9]{1,10}(\\.[0-9]{1,6})?)?$R\x0c\x61veragePrice:\x85\x02\xbaH\x81\x02\x1az\n\x15record_execution.fill\x12=a FILL report carries its fill, and no other kind carries one\x1a\"(this.kind == 2) == has(this.fill)\x1a\x82\x01\n\x1drecord_execution.venue_status\x12\x37\x61n ORDER_STATUS report carries the venue\'s order status\x1a(this.kind != 5 || this.venue_status != 0\"\x95\x01\n\x17RecordExecutionResponse\x12\x37\n\x05state\x18\x01 \x01(\x0e\x32!.brokermesh.trading.v1.OrderStateR\x05state\x12\x1a\n\x08recorded\x18\x02 \x01(\x08R\x08recorded\x12%\n\x0e\x62reak_recorded\x18\x03 \x01(\x08R\rbreakRecorded*\xc5\x01\n\rExecutionKind\x12\x1e\n\x1a\x45XECUTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45XECUTION_KIND_ACKNOWLEDGED\x10\x01\x12\x17\n\x13\x45XECUTION_KIND_FILL\x10\x02\x12\x1b\n\x17\x45XECUTION_KIND_REJECTED\x10\x03\x12\x1c\n\x18\x45XECUTION_KIND_CANCELLED\x10\x04\x12\x1f\n\x1b\x45XECUTION_KIND_ORDER_STATUS\x10\x05*\xdd\x01\n\x10VenueOrderStatus\x12\"\n\x1eVENUE_ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16VENUE_ORDER_STATUS_NEW\x10\x01\x12\'\n#VENUE_ORDER_STATUS_PARTIALLY_FILLED\x10\x02\x12\x1d\n\x19VENUE_ORDER_STATUS_FILLED\x10\x03\x12 \n\x1cVENUE_ORDER_STATUS_CANCELLED\x10\x04\x12\x1f\n\x1bVENUE_ORDER_STATUS_REJECTED\x10\x05\x32\x91\x01\n\x13TradeCaptureService\x12z\n\x0fRecordExecution\x12-.brokermesh.trading.v1.RecordExecutionRequest\x1a..brokermesh.trading.v1.RecordExecutionResponse\"\x08\x90\x02\x02\xa0\xbb\x18\xe8\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,15 +53,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDEXECUTIONREQUEST']._loaded_options = None
   _globals['_RECORDEXECUTIONREQUEST']._serialized_options = b'\272H\201\002\032z\n\025record_execution.fill\022=a FILL report carries its fill, and no other kind carries one\032\"(this.kind == 2) == has(this.fill)\032\202\001\n\035record_execution.venue_status\0227an ORDER_STATUS report carries the venue\'s order status\032(this.kind != 5 || this.venue_status != 0'
   _globals['_TRADECAPTURESERVICE'].methods_by_name['RecordExecution']._loaded_options = None
-  _globals['_TRADECAPTURESERVICE'].methods_by_name['RecordExecution']._serialized_options = b'\220\002\002'
-  _globals['_EXECUTIONKIND']._serialized_start=1158
-  _globals['_EXECUTIONKIND']._serialized_end=1355
-  _globals['_VENUEORDERSTATUS']._serialized_start=1358
-  _globals['_VENUEORDERSTATUS']._serialized_end=1579
-  _globals['_RECORDEXECUTIONREQUEST']._serialized_start=133
-  _globals['_RECORDEXECUTIONREQUEST']._serialized_end=1003
-  _globals['_RECORDEXECUTIONRESPONSE']._serialized_start=1006
-  _globals['_RECORDEXECUTIONRESPONSE']._serialized_end=1155
-  _globals['_TRADECAPTURESERVICE']._serialized_start=1582
-  _globals['_TRADECAPTURESERVICE']._serialized_end=1722
+  _globals['_TRADECAPTURESERVICE'].methods_by_name['RecordExecution']._serialized_options = b'\220\002\002\240\273\030\350\007'
+  _globals['_EXECUTIONKIND']._serialized_start=1194
+  _globals['_EXECUTIONKIND']._serialized_end=1391
+  _globals['_VENUEORDERSTATUS']._serialized_start=1394
+  _globals['_VENUEORDERSTATUS']._serialized_end=1615
+  _globals['_RECORDEXECUTIONREQUEST']._serialized_start=169
+  _globals['_RECORDEXECUTIONREQUEST']._serialized_end=1039
+  _globals['_RECORDEXECUTIONRESPONSE']._serialized_start=1042
+  _globals['_RECORDEXECUTIONRESPONSE']._serialized_end=1191
+  _globals['_TRADECAPTURESERVICE']._serialized_start=1618
+  _globals['_TRADECAPTURESERVICE']._serialized_end=1763
 # @@protoc_insertion_point(module_scope)

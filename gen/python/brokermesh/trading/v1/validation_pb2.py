@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&brokermesh/trading/v1/validation.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"R\n\x14ValidateOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"s\n\x15ValidateOrderResponse\x12\x16\n\x06passed\x18\x01 \x01(\x08R\x06passed\x12\x42\n\tdecisions\x18\x02 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\tdecisions2\x89\x01\n\x16OrderValidationService\x12o\n\rValidateOrder\x12+.brokermesh.trading.v1.ValidateOrderRequest\x1a,.brokermesh.trading.v1.ValidateOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&brokermesh/trading/v1/validation.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\"R\n\x14ValidateOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\"s\n\x15ValidateOrderResponse\x12\x16\n\x06passed\x18\x01 \x01(\x08R\x06passed\x12\x42\n\tdecisions\x18\x02 \x03(\x0b\x32$.brokermesh.common.v1.PolicyDecisionR\tdecisions2\x8e\x01\n\x16OrderValidationService\x12t\n\rValidateOrder\x12+.brokermesh.trading.v1.ValidateOrderRequest\x1a,.brokermesh.trading.v1.ValidateOrderResponse\"\x08\x90\x02\x02\xa0\xbb\x18\xe8\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEORDERREQUEST'].fields_by_name['order']._loaded_options = None
   _globals['_VALIDATEORDERREQUEST'].fields_by_name['order']._serialized_options = b'\272H\003\310\001\001'
   _globals['_ORDERVALIDATIONSERVICE'].methods_by_name['ValidateOrder']._loaded_options = None
-  _globals['_ORDERVALIDATIONSERVICE'].methods_by_name['ValidateOrder']._serialized_options = b'\220\002\002'
-  _globals['_VALIDATEORDERREQUEST']._serialized_start=164
-  _globals['_VALIDATEORDERREQUEST']._serialized_end=246
-  _globals['_VALIDATEORDERRESPONSE']._serialized_start=248
-  _globals['_VALIDATEORDERRESPONSE']._serialized_end=363
-  _globals['_ORDERVALIDATIONSERVICE']._serialized_start=366
-  _globals['_ORDERVALIDATIONSERVICE']._serialized_end=503
+  _globals['_ORDERVALIDATIONSERVICE'].methods_by_name['ValidateOrder']._serialized_options = b'\220\002\002\240\273\030\350\007'
+  _globals['_VALIDATEORDERREQUEST']._serialized_start=200
+  _globals['_VALIDATEORDERREQUEST']._serialized_end=282
+  _globals['_VALIDATEORDERRESPONSE']._serialized_start=284
+  _globals['_VALIDATEORDERRESPONSE']._serialized_end=399
+  _globals['_ORDERVALIDATIONSERVICE']._serialized_start=402
+  _globals['_ORDERVALIDATIONSERVICE']._serialized_end=544
 # @@protoc_insertion_point(module_scope)

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from brokermesh.common.v1 import common_pb2 as brokermesh_dot_common_dot_v1_dot_common__pb2
+from brokermesh.common.v1 import options_pb2 as brokermesh_dot_common_dot_v1_dot_options__pb2
 from brokermesh.trading.v1 import order_pb2 as brokermesh_dot_trading_dot_v1_dot_order__pb2
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from brokermesh._buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/trading/v1/venue.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x10SendOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\"H\n\x11SendOrderResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\xef\x01\n\x17QueryOrderStatusRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\x12\x34\n\x06symbol\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Z][A-Z0-9.]{0,9}$R\x06symbol\x12:\n\x04side\x18\x04 \x01(\x0e\x32\x1a.brokermesh.common.v1.SideB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04side\"O\n\x18QueryOrderStatusResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\x13\n\x11ListVenuesRequest\"@\n\x0bVenueStatus\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x1b\n\tlogged_on\x18\x02 \x01(\x08R\x08loggedOn\"P\n\x12ListVenuesResponse\x12:\n\x06venues\x18\x01 \x03(\x0b\x32\".brokermesh.trading.v1.VenueStatusR\x06venues2\xd7\x02\n\x13VenueGatewayService\x12^\n\tSendOrder\x12\'.brokermesh.trading.v1.SendOrderRequest\x1a(.brokermesh.trading.v1.SendOrderResponse\x12x\n\x10QueryOrderStatus\x12..brokermesh.trading.v1.QueryOrderStatusRequest\x1a/.brokermesh.trading.v1.QueryOrderStatusResponse\"\x03\x90\x02\x02\x12\x66\n\nListVenues\x12(.brokermesh.trading.v1.ListVenuesRequest\x1a).brokermesh.trading.v1.ListVenuesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!brokermesh/trading/v1/venue.proto\x12\x15\x62rokermesh.trading.v1\x1a!brokermesh/common/v1/common.proto\x1a\"brokermesh/common/v1/options.proto\x1a!brokermesh/trading/v1/order.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n\x10SendOrderRequest\x12:\n\x05order\x18\x01 \x01(\x0b\x32\x1c.brokermesh.trading.v1.OrderB\x06\xbaH\x03\xc8\x01\x01R\x05order\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\"H\n\x11SendOrderResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\xef\x01\n\x17QueryOrderStatusRequest\x12\x39\n\x08order_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x32\x17^ORD-[0-9]{8}-[0-9]{8}$R\x07orderId\x12\'\n\x05venue\x18\x02 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{4}$R\x05venue\x12\x34\n\x06symbol\x18\x03 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Z][A-Z0-9.]{0,9}$R\x06symbol\x12:\n\x04side\x18\x04 \x01(\x0e\x32\x1a.brokermesh.common.v1.SideB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00R\x04side\"O\n\x18QueryOrderStatusResponse\x12\x33\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x06sentAt\"\x13\n\x11ListVenuesRequest\"@\n\x0bVenueStatus\x12\x14\n\x05venue\x18\x01 \x01(\tR\x05venue\x12\x1b\n\tlogged_on\x18\x02 \x01(\x08R\x08loggedOn\"P\n\x12ListVenuesResponse\x12:\n\x06venues\x18\x01 \x03(\x0b\x32\".brokermesh.trading.v1.VenueStatusR\x06venues2\xe8\x02\n\x13VenueGatewayService\x12\x65\n\tSendOrder\x12\'.brokermesh.trading.v1.SendOrderRequest\x1a(.brokermesh.trading.v1.SendOrderResponse\"\x05\xa0\xbb\x18\xe8\x07\x12}\n\x10QueryOrderStatus\x12..brokermesh.trading.v1.QueryOrderStatusRequest\x1a/.brokermesh.trading.v1.QueryOrderStatusResponse\"\x08\x90\x02\x02\xa0\xbb\x18\xe8\x07\x12k\n\nListVenues\x12(.brokermesh.trading.v1.ListVenuesRequest\x1a).brokermesh.trading.v1.ListVenuesResponse\"\x08\x90\x02\x01\xa0\xbb\x18\xe8\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,24 +48,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYORDERSTATUSREQUEST'].fields_by_name['symbol']._serialized_options = b'\272H\031r\0272\025^[A-Z][A-Z0-9.]{0,9}$'
   _globals['_QUERYORDERSTATUSREQUEST'].fields_by_name['side']._loaded_options = None
   _globals['_QUERYORDERSTATUSREQUEST'].fields_by_name['side']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['SendOrder']._loaded_options = None
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['SendOrder']._serialized_options = b'\240\273\030\350\007'
   _globals['_VENUEGATEWAYSERVICE'].methods_by_name['QueryOrderStatus']._loaded_options = None
-  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['QueryOrderStatus']._serialized_options = b'\220\002\002'
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['QueryOrderStatus']._serialized_options = b'\220\002\002\240\273\030\350\007'
   _globals['_VENUEGATEWAYSERVICE'].methods_by_name['ListVenues']._loaded_options = None
-  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['ListVenues']._serialized_options = b'\220\002\001'
-  _globals['_SENDORDERREQUEST']._serialized_start=192
-  _globals['_SENDORDERREQUEST']._serialized_end=311
-  _globals['_SENDORDERRESPONSE']._serialized_start=313
-  _globals['_SENDORDERRESPONSE']._serialized_end=385
-  _globals['_QUERYORDERSTATUSREQUEST']._serialized_start=388
-  _globals['_QUERYORDERSTATUSREQUEST']._serialized_end=627
-  _globals['_QUERYORDERSTATUSRESPONSE']._serialized_start=629
-  _globals['_QUERYORDERSTATUSRESPONSE']._serialized_end=708
-  _globals['_LISTVENUESREQUEST']._serialized_start=710
-  _globals['_LISTVENUESREQUEST']._serialized_end=729
-  _globals['_VENUESTATUS']._serialized_start=731
-  _globals['_VENUESTATUS']._serialized_end=795
-  _globals['_LISTVENUESRESPONSE']._serialized_start=797
-  _globals['_LISTVENUESRESPONSE']._serialized_end=877
-  _globals['_VENUEGATEWAYSERVICE']._serialized_start=880
-  _globals['_VENUEGATEWAYSERVICE']._serialized_end=1223
+  _globals['_VENUEGATEWAYSERVICE'].methods_by_name['ListVenues']._serialized_options = b'\220\002\001\240\273\030\350\007'
+  _globals['_SENDORDERREQUEST']._serialized_start=228
+  _globals['_SENDORDERREQUEST']._serialized_end=347
+  _globals['_SENDORDERRESPONSE']._serialized_start=349
+  _globals['_SENDORDERRESPONSE']._serialized_end=421
+  _globals['_QUERYORDERSTATUSREQUEST']._serialized_start=424
+  _globals['_QUERYORDERSTATUSREQUEST']._serialized_end=663
+  _globals['_QUERYORDERSTATUSRESPONSE']._serialized_start=665
+  _globals['_QUERYORDERSTATUSRESPONSE']._serialized_end=744
+  _globals['_LISTVENUESREQUEST']._serialized_start=746
+  _globals['_LISTVENUESREQUEST']._serialized_end=765
+  _globals['_VENUESTATUS']._serialized_start=767
+  _globals['_VENUESTATUS']._serialized_end=831
+  _globals['_LISTVENUESRESPONSE']._serialized_start=833
+  _globals['_LISTVENUESRESPONSE']._serialized_end=913
+  _globals['_VENUEGATEWAYSERVICE']._serialized_start=916
+  _globals['_VENUEGATEWAYSERVICE']._serialized_end=1276
 # @@protoc_insertion_point(module_scope)
