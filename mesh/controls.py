@@ -55,6 +55,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from brokermesh.control.v1 import control_pb2
 from brokermesh.mesh.jetstream import CONTROL_AUDIT_STREAM, CONTROLS_BUCKET
+from brokermesh.mesh.tasks import cancel_and_wait
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -133,22 +134,6 @@ def mode_name(mode: Mode) -> str:
     """``DEGRADATION_MODE_REDUCED`` -> ``REDUCED``, for log lines."""
     name = control_pb2.DegradationMode.Name(mode)
     return name.removeprefix("DEGRADATION_MODE_")
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has finished.
-
-    Only the cancellation of ``task`` is swallowed: if the caller itself is
-    cancelled while waiting, that CancelledError propagates. Any other
-    exception ``task`` ends with is raised.
-    """
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
 
 
 async def connect(

@@ -16,7 +16,6 @@ from brokermesh.mesh.fix.engine import (
     FixEngine,
     FixSessionConfig,
     FixSessionError,
-    cancel_and_wait,
     target_of,
 )
 from brokermesh.mesh.fix.messages import (
@@ -32,6 +31,7 @@ from brokermesh.mesh.fix.messages import (
     parse_new_order_single,
     parse_order_status_request,
 )
+from brokermesh.mesh.tasks import cancel_and_wait
 
 _logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import quickfix
 
@@ -453,16 +453,3 @@ async def _finish_in_thread(action: Callable[[], None]) -> None:
     except asyncio.CancelledError:
         await asyncio.wait([done])
         raise
-
-
-async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has finished.
-
-    Only the cancellation this call asked for is swallowed: if the caller is itself cancelled
-    while waiting, that cancellation propagates, and a task that had already failed re-raises
-    its own error here.
-    """
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled():
-        task.result()

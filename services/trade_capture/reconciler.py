@@ -75,7 +75,8 @@ class Reconciler:
         interval_s: float = 1.0,
         lookback_s: float = 7 * 24 * 3600.0,
         batch_size: int = 200,
-        call_timeout_s: float = 2.0,
+        call_timeout_s: float = 1.0,
+        query_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self._venue_gateway = venue_gateway
@@ -84,6 +85,7 @@ class Reconciler:
         self._lookback_s = lookback_s
         self._batch_size = batch_size
         self._call_timeout_s = call_timeout_s
+        self._query_timeout_s = query_timeout_s
         self._asked: dict[str, float] = {}
         self._stopping = asyncio.Event()
 
@@ -115,7 +117,7 @@ class Reconciler:
             self._lookback_s,
             self._batch_size,
             FINAL_EVENT_TYPES,
-            timeout=self._call_timeout_s * 5,
+            timeout=self._query_timeout_s,
         )
         now = time.monotonic()
         self._asked = {k: at for k, at in self._asked.items() if now - at < self._after_s}

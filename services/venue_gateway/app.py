@@ -9,9 +9,10 @@ import grpc
 
 from brokermesh.mesh.config import parse_upstreams
 from brokermesh.mesh.controls import ControlsWatcher
-from brokermesh.mesh.fix.engine import FixNotLoggedOnError, FixSessionConfig, cancel_and_wait
+from brokermesh.mesh.fix.engine import FixNotLoggedOnError, FixSessionConfig
 from brokermesh.mesh.fix.initiator import FixInitiator
 from brokermesh.mesh.fix.journal import ExecutionJournal
+from brokermesh.mesh.tasks import cancel_and_wait
 from brokermesh.services.registry import clients_for
 from brokermesh.services.venue_gateway.manifest import MANIFEST
 from brokermesh.services.venue_gateway.reports import ReportForwarder

@@ -139,7 +139,7 @@ class ReportForwarder:
         trade_capture: trade_capture_pb2_grpc.TradeCaptureServiceStub,
         *,
         batch_size: int = 64,
-        call_timeout_s: float = 5.0,
+        call_timeout_s: float = 1.0,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 2.0,
     ) -> None:

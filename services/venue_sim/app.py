@@ -15,9 +15,9 @@ from nats.aio.client import Client
 
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.fix.acceptor import FixAcceptor
-from brokermesh.mesh.fix.engine import cancel_and_wait
 from brokermesh.mesh.fix.messages import Execution, NewOrder, OrderStatusQuery
 from brokermesh.mesh.refdata import load_securities
+from brokermesh.mesh.tasks import cancel_and_wait
 from brokermesh.services.venue_sim.acceptor import VenueOrderHandler, create_venue_acceptor
 from brokermesh.services.venue_sim.market import Quote, VenueMarket
 from brokermesh.trading.v1 import market_data_pb2

@@ -21,7 +21,6 @@ from brokermesh.mesh.fix.engine import (
     FixNotLoggedOnError,
     FixSessionConfig,
     FixSessionError,
-    cancel_and_wait,
     find_data_dictionary,
     render_settings,
 )
@@ -278,66 +277,6 @@ async def test_the_acceptor_answers_an_order_status_request_with_a_status_report
         ExecType.ORDER_STATUS,
         OrdStatus.NEW,
     )
-
-
-@pytest.mark.asyncio
-async def test_cancel_and_wait_swallows_only_the_cancellation_it_asked_for() -> None:
-    # Arrange
-    started = asyncio.Event()
-
-    async def forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(forever())
-    await started.wait()
-
-    # Act
-    await cancel_and_wait(task)
-
-    # Assert
-    assert task.cancelled()
-
-
-@pytest.mark.asyncio
-async def test_cancel_and_wait_re_raises_the_error_a_task_had_failed_with() -> None:
-    # Arrange
-    async def broken() -> None:
-        raise RuntimeError("worker broke")
-
-    task = asyncio.create_task(broken())
-    await asyncio.wait([task])
-
-    # Act / Assert
-    with pytest.raises(RuntimeError, match="worker broke"):
-        await cancel_and_wait(task)
-
-
-@pytest.mark.asyncio
-async def test_cancel_and_wait_lets_the_callers_own_cancellation_through() -> None:
-    # Arrange: a task that takes its time to finish once cancelled.
-    release = asyncio.Event()
-
-    async def slow_to_stop() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await release.wait()
-
-    worker = asyncio.create_task(slow_to_stop())
-    await asyncio.sleep(0)
-    stopper = asyncio.create_task(cancel_and_wait(worker))
-    await asyncio.sleep(0.05)
-
-    # Act
-    stopper.cancel()
-    await asyncio.wait([stopper])
-
-    # Assert
-    assert stopper.cancelled()
-    release.set()
-    await asyncio.wait([worker])
-    assert worker.cancelled()
 
 
 def test_importing_the_fix_package_keeps_ctrl_c_a_keyboard_interrupt() -> None:

@@ -297,7 +297,12 @@ async def test_hold_of_an_order_recorded_but_not_yet_relayed_does_not_expire(
 
         await asyncio.sleep(4)
         unrelayed = await validate(oms.stub, other)
-        await pool.execute("UPDATE outbox SET published_at = now() - interval '1 hour'")
+        # Relayed an hour ago: only the schema owner may move published_at like this.
+        owner = await asyncpg.connect(oms.database.owner_dsn)
+        try:
+            await owner.execute("UPDATE outbox SET published_at = now() - interval '1 hour'")
+        finally:
+            await owner.close()
         relayed_long_ago = await eventually(
             lambda: validate(oms.stub, other), lambda r: r.passed, timeout_s=15
         )

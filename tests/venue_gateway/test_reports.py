@@ -16,7 +16,6 @@ import pytest
 import pytest_asyncio
 
 from brokermesh.domain import states
-from brokermesh.mesh.fix.engine import cancel_and_wait
 from brokermesh.mesh.fix.journal import ExecutionJournal
 from brokermesh.mesh.fix.messages import (
     ORD_REJ_REASON_UNKNOWN_ORDER,
@@ -26,6 +25,7 @@ from brokermesh.mesh.fix.messages import (
     Side,
     execution_report,
 )
+from brokermesh.mesh.tasks import cancel_and_wait
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.services.venue_gateway.reports import ReportForwarder, to_record_request
 from brokermesh.trading.v1 import trade_capture_pb2_grpc
