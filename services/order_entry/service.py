@@ -1,10 +1,11 @@
 """Order entry: accepts an order and drives it through validation, risk, routing and the venue.
 
 The service owns each order's stream until the order reaches a venue. It
-asks OMS validation and pre-trade risk at once (both idempotent; the holds
-they place are released by the refusal events recorded here),
-then the router, then records every state change so far in one statement
-that also claims the idempotency key (one round trip, one fsync),
+asks OMS validation, pre-trade risk and the router at once (all idempotent;
+the holds OMS and risk place are released by the refusal events recorded
+here, and a route is used only once risk approved), then records every
+state change so far in one statement that also claims the idempotency key
+(one round trip, one fsync),
 and only then hands the order to the venue gateway: an order is never at a
 venue without its ROUTED event on disk. Refusals (rejected, blocked) are
 events too, recorded the same way, and answered normally rather than as
@@ -182,27 +183,42 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             )
             return ""
 
-        # Validation and risk run at once: a hold either places for an order the
-        # other refuses is released by the REJECTED or BLOCKED event recorded
-        # below. Their verdicts are still applied (and recorded) in the
-        # lifecycle's order, and risk's is discarded when validation refuses.
-        # Both keep an account's holds in one replica's memory, so every call
-        # names the account for the mesh to route on.
+        # Validation, risk and routing run at once. Routing is side-effect free,
+        # so its answer is simply unused when the order is refused; a hold OMS or
+        # risk places for an order the other refuses is released by the REJECTED
+        # or BLOCKED event recorded below. The verdicts are still applied (and
+        # recorded) in the lifecycle's order: risk's counts only once validation
+        # passed, the route only once risk approved. OMS and risk keep an
+        # account's holds in one replica's memory, so their calls name the
+        # account for the mesh to route on.
         account = ((ACCOUNT_HEADER, trail.order.account_id),)
-        validation, risk = await asyncio.gather(
-            _timed(
-                "oms_validation",
-                self._oms.ValidateOrder(
-                    validation_pb2.ValidateOrderRequest(order=trail.order), metadata=account
-                ),
+        calls = (
+            asyncio.ensure_future(
+                _timed(
+                    "oms_validation",
+                    self._oms.ValidateOrder(
+                        validation_pb2.ValidateOrderRequest(order=trail.order), metadata=account
+                    ),
+                )
             ),
-            _timed(
-                "pre_trade_risk",
-                self._risk.EvaluateOrder(
-                    risk_pb2.EvaluateOrderRequest(order=trail.order), metadata=account
-                ),
+            asyncio.ensure_future(
+                _timed(
+                    "pre_trade_risk",
+                    self._risk.EvaluateOrder(
+                        risk_pb2.EvaluateOrderRequest(order=trail.order), metadata=account
+                    ),
+                )
             ),
+            asyncio.ensure_future(self._route(trail.order)),
         )
+        try:
+            validation, risk, route = await asyncio.gather(*calls)
+        except BaseException:
+            # One call failed (or we were cancelled): nobody awaits the others any more.
+            for call in calls:
+                call.cancel()
+            raise
+
         if not validation.passed:
             _count_failures(VALIDATION_REJECTS, validation.decisions)
             trail.add(
@@ -225,18 +241,23 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
             return ""
         trail.add(states.RISK_APPROVED, decisions=risk.decisions, actor=PLATFORM)
 
-        started = time.perf_counter()
-        try:
-            route = await self._router.RouteOrder(routing_pb2.RouteOrderRequest(order=trail.order))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-            trail.add(states.REJECTED, actor=PLATFORM, reason=f"not routable: {exc.details()}")
+        if isinstance(route, grpc.aio.AioRpcError):
+            if route.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise route
+            trail.add(states.REJECTED, actor=PLATFORM, reason=f"not routable: {route.details()}")
             return ""
-        finally:
-            _SEGMENTS["routing"].observe(time.perf_counter() - started)
         trail.add(states.ROUTED, actor=PLATFORM, venue=route.venue, reason=route.reason)
         return route.venue
+
+    async def _route(self, order: Order) -> routing_pb2.RouteOrderResponse | grpc.aio.AioRpcError:
+        """The router's answer, or its error: either is acted on only once risk approved."""
+        started = time.perf_counter()
+        try:
+            return await self._router.RouteOrder(routing_pb2.RouteOrderRequest(order=order))
+        except grpc.aio.AioRpcError as exc:
+            return exc
+        finally:
+            _SEGMENTS["routing"].observe(time.perf_counter() - started)
 
     async def _record(self, trail: _Trail) -> None:
         order = trail.order
