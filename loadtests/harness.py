@@ -84,6 +84,10 @@ class Platform:
             str(self.endpoints.port_offset),
             "--data-dir",
             str(self.endpoints.data_dir),
+            # Services write their own log files, as under a container runtime, so the
+            # supervisor's line relay (a development convenience) costs the figures nothing.
+            "--log-dir",
+            str(self.endpoints.data_dir / "logs"),
         ]
         self.proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

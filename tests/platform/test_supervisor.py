@@ -132,6 +132,15 @@ def test_command_runs_the_entry_module_with_this_interpreter() -> None:
     assert command == f"exec {sys.executable} -m brokermesh.services.venue_sim"
 
 
+def test_command_appends_the_output_to_the_service_log_in_a_log_dir(tmp_path: Path) -> None:
+    command = service_command(by_name("venue-xnas"), tmp_path / "logs dir")
+
+    assert command == (
+        f"exec {sys.executable} -m brokermesh.services.venue_sim "
+        f">>'{tmp_path}/logs dir/venue-xnas.log' 2>&1"
+    )
+
+
 def test_only_the_control_plane_is_restarted_when_it_exits() -> None:
     restarted = [m.name for m in MANIFESTS if restarts_on_exit(m)]
 
@@ -172,6 +181,26 @@ def test_up_stops_services_nats_and_postgres_on_sigterm(platform_dir: Path) -> N
     assert processes_using(str(platform_dir)) == [], output
     assert not (platform_dir / "platform.json").exists()
     assert not (platform_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_up_with_a_log_dir_writes_each_service_log_there_instead_of_relaying_it(
+    platform_dir: Path,
+) -> None:
+    offset = _free_offset(["control-plane"])
+    logs = platform_dir / "service-logs"
+    with _running_up(platform_dir, offset, "control-plane", 60, "--log-dir", str(logs)) as (
+        up,
+        log,
+    ):
+        _wait_for_text(up, log, "platform is up")
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+
+    relayed = log.read_text()
+    written = (logs / "control-plane.log").read_text()
+    assert "control-plane serving on" in written
+    assert "control-plane serving on" not in relayed
+    assert f"service logs go to {logs}/<service>.log" in relayed
 
 
 def test_up_gives_up_on_a_service_that_is_not_healthy_in_time(platform_dir: Path) -> None:

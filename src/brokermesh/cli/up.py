@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from brokermesh.platform.layout import add_layout_arguments, default_data_dir
@@ -39,6 +40,15 @@ def register(subparsers: Any) -> None:
         help="wait before restarting an exited control-plane process; doubles with each "
         "quick exit, up to 30 (default 1)",
     )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each service's log to DIR/<service>.log instead of relaying every line "
+        "to this terminal with the service's name as prefix (the benchmarks do, so that the "
+        "relay's own CPU time does not count against the platform)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             only=args.only,
             health_timeout_s=args.health_timeout,
             restart_delay_s=args.restart_delay,
+            log_dir=args.log_dir.resolve() if args.log_dir else None,
         )
     )
 

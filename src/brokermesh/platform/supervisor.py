@@ -71,6 +71,10 @@ class UpOptions:
     #: Seconds before an exited control-plane process is started again; doubles with
     #: each quick exit, up to 30 s.
     restart_delay_s: float = 1.0
+    #: Folder for one log file per service (``<name>.log``) instead of the prefixed relay
+    #: to the terminal; None relays. Each service then writes its own lines, as under a
+    #: container runtime, and the supervisor relays none of them.
+    log_dir: Path | None = None
 
 
 def select_manifests(
@@ -134,9 +138,15 @@ def process_env(
     return {**defaults, **inherited, **service_env(manifest, layout), "PYTHONUNBUFFERED": "1"}
 
 
-def service_command(manifest: ServiceManifest) -> str:
-    """The shell command the supervisor runs; ``exec`` so signals reach Python, not a shell."""
-    return "exec " + shlex.join([sys.executable, "-m", manifest.entry_module])
+def service_command(manifest: ServiceManifest, log_dir: Path | None = None) -> str:
+    """The shell command the supervisor runs; ``exec`` so signals reach Python, not a shell.
+
+    With ``log_dir``, the service's output is appended to ``<log_dir>/<name>.log``.
+    """
+    command = "exec " + shlex.join([sys.executable, "-m", manifest.entry_module])
+    if log_dir is None:
+        return command
+    return f"{command} >>{shlex.quote(str(log_dir / f'{manifest.name}.log'))} 2>&1"
 
 
 def up(options: UpOptions) -> int:
@@ -216,10 +226,13 @@ def _run_services(layout: Layout, manifests: Sequence[ServiceManifest], options:
     """Run ``manifests`` under the supervisor until they stop; the exit code ``up`` returns."""
     supervisor = Supervisor(Printer(sys.stdout), restart_delay_s=options.restart_delay_s)
     watcher = _HealthWatcher(layout, manifests, supervisor, timeout_s=options.health_timeout_s)
+    if options.log_dir is not None:
+        options.log_dir.mkdir(parents=True, exist_ok=True)
+        supervisor.say(f"service logs go to {options.log_dir}/<service>.log")
     for manifest in manifests:
         supervisor.add(
             manifest.name,
-            service_command(manifest),
+            service_command(manifest, options.log_dir),
             env=process_env(manifest, layout),
             cwd=str(Path.cwd()),
             restart=restarts_on_exit(manifest),
