@@ -46,6 +46,25 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"m
 _REDACTED = frozenset({"authorization", "token", "password", "secret", "ssn", "tax_id"})
 
 
+#: Fields a handler adds to its request's one log line (see :func:`annotate`); the server
+#: pipeline gives every call a fresh dict.
+request_fields_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "request_fields", default=None
+)
+
+
+def annotate(**fields: Any) -> None:
+    """Add ``fields`` to the current request's log line (the one the pipeline writes when the
+    call ends), rather than writing a second line for the same request. Outside a request it
+    does nothing; a field named like a LogRecord attribute is refused (ValueError)."""
+    clashing = _RESERVED.intersection(fields)
+    if clashing:
+        raise ValueError(f"log fields {sorted(clashing)} would overwrite LogRecord attributes")
+    current = request_fields_var.get()
+    if current is not None:
+        current.update(fields)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, service, logger, message, ids and extras."""
 

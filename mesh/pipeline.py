@@ -31,7 +31,13 @@ from prometheus_client import Counter
 from brokermesh.mesh import telemetry
 from brokermesh.mesh.deadlines import deadline_var
 from brokermesh.mesh.errors import DEPENDENCY_STATUS, DependencyError, MeshError
-from brokermesh.mesh.logging import correlation_id, correlation_id_var, order_id_var, trace_id_var
+from brokermesh.mesh.logging import (
+    correlation_id,
+    correlation_id_var,
+    order_id_var,
+    request_fields_var,
+    trace_id_var,
+)
 
 _LOGGER = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
@@ -101,6 +107,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
             offered = metadata.get(CORRELATION_HEADER)
             correlation_id_var.set(correlation_id(offered if isinstance(offered, str) else ""))
             order_id_var.set("")
+            request_fields_var.set({})
             remaining = context.time_remaining()
             if remaining is None or remaining > self._max_deadline_s:
                 remaining = self._max_deadline_s
@@ -153,6 +160,7 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
                         }
                         if cause:
                             extra["cause"] = cause
+                        extra.update(request_fields_var.get() or {})
                         _LOGGER.info("%s %s", short, code.name, extra=extra)
 
         return handle

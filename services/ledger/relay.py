@@ -38,6 +38,7 @@ from nats.js.client import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from prometheus_client import Counter
 
 from brokermesh.domain.eventstore import OUTBOX_CHANNEL
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
@@ -45,6 +46,15 @@ from brokermesh.services.ledger import projection, subjects
 
 _LOGGER = logging.getLogger(__name__)
 _TRACER = trace.get_tracer(__name__)
+
+#: What the relay did, for dashboards: a log line per pass would be one per commit.
+RELAYED = Counter(
+    "brokermesh_outbox_relayed", "Order events published to JetStream and marked published."
+)
+RELAYED_DUPLICATES = Counter(
+    "brokermesh_outbox_relayed_duplicates",
+    "Publications JetStream reported as duplicates (already stored by an earlier attempt).",
+)
 
 #: Session advisory lock ("bmrelay!") held by the one relay allowed to publish,
 #: so two ledger processes never interleave one order's events.
@@ -413,8 +423,10 @@ class OutboxRelay:
                 break
 
         self.published += published
-        if published:
-            _LOGGER.info(
+        RELAYED.inc(published)
+        RELAYED_DUPLICATES.inc(duplicates)
+        if published and _LOGGER.isEnabledFor(logging.DEBUG):
+            _LOGGER.debug(
                 "relayed %d events (%d duplicates) in %.3f s",
                 published,
                 duplicates,

@@ -43,7 +43,7 @@ from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.controls import ControlsWatcher
-from brokermesh.mesh.logging import order_id_var
+from brokermesh.mesh.logging import annotate, order_id_var
 from brokermesh.mesh.telemetry import PREVENUE_SEGMENT_SECONDS, current_trace_id
 from brokermesh.services.order_entry.ids import OrderIds, format_order_id
 from brokermesh.trading.v1 import (
@@ -146,12 +146,7 @@ class OrderEntry(order_entry_pb2_grpc.OrderEntryServiceServicer):
         if venue:
             await self._hand_to_venue(trail, venue)
         ORDERS_BY_STATE.labels(states.name(trail.state)).inc()
-        _LOGGER.info(
-            "order %s %s",
-            order.order_id,
-            states.name(trail.state),
-            extra={"account_id": order.account_id, "state": states.name(trail.state)},
-        )
+        annotate(state=states.name(trail.state))
         return trail.response()
 
     async def _accept(self, request: order_entry_pb2.SubmitOrderRequest) -> Order:

@@ -32,6 +32,7 @@ from brokermesh.domain import events as order_events
 from brokermesh.domain import eventstore, states
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.errors import Unavailable
+from brokermesh.mesh.logging import annotate, order_id_var
 from brokermesh.trading.v1 import trade_capture_pb2, trade_capture_pb2_grpc
 from brokermesh.trading.v1.order_pb2 import Fill
 from brokermesh.trading.v1.order_query_pb2 import OrderView
@@ -114,6 +115,7 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
         request: trade_capture_pb2.RecordExecutionRequest,
         context: grpc.aio.ServicerContext,
     ) -> trade_capture_pb2.RecordExecutionResponse:
+        order_id_var.set(request.order_id)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 return await self._record(request)
@@ -170,12 +172,12 @@ class TradeCapture(trade_capture_pb2_grpc.TradeCaptureServiceServicer):
         self, request: trade_capture_pb2.RecordExecutionRequest, view: OrderView, outcome: Outcome
     ) -> None:
         extra = {"order_id": request.order_id, "exec_id": request.exec_id}
+        annotate(exec_id=request.exec_id, events=[event.event_type for event in outcome.events])
         for event in outcome.events:
             ORDER_STATE_CHANGES.labels(states.name(event.state)).inc()
             if event.HasField("filled"):
                 FILLS.labels(request.venue).inc()
                 FILLED_SHARES.labels(request.venue).inc(event.filled.fill.quantity)
-            _LOGGER.info("order %s %s", request.order_id, event.event_type, extra=extra)
         if outcome.broken is not None:
             EXECUTION_BREAKS.labels(request.venue, outcome.broken.kind).inc()
             _LOGGER.error(

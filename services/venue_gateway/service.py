@@ -35,6 +35,7 @@ from brokermesh.mesh.fix.messages import (
     new_order_single,
     order_status_request,
 )
+from brokermesh.mesh.logging import annotate, order_id_var
 from brokermesh.trading.v1 import venue_pb2, venue_pb2_grpc
 from brokermesh.trading.v1.order_pb2 import Order
 
@@ -74,6 +75,8 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
     async def SendOrder(
         self, request: venue_pb2.SendOrderRequest, context: grpc.aio.ServicerContext
     ) -> venue_pb2.SendOrderResponse:
+        order_id_var.set(request.order.order_id)
+        annotate(venue=request.venue)
         # Defence in depth: order entry checks the kill switch too.
         if self._controls.halted:
             raise FailedPrecondition("trading is halted by the control plane", code="HALTED")
@@ -90,6 +93,7 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
     async def QueryOrderStatus(
         self, request: venue_pb2.QueryOrderStatusRequest, context: grpc.aio.ServicerContext
     ) -> venue_pb2.QueryOrderStatusResponse:
+        order_id_var.set(request.order_id)
         # Allowed while trading is halted: asking is not trading, and a halt is exactly
         # when the state of the orders out there matters most.
         initiator = self._initiator_for(request.venue)
@@ -99,12 +103,7 @@ class VenueGateway(venue_pb2_grpc.VenueGatewayServiceServicer):
             side=Side.BUY if request.side == SIDE_BUY else Side.SELL,
         )
         await _send(initiator, request.venue, order_status_request(query))
-        _LOGGER.info(
-            "asked %s for the status of order %s",
-            request.venue,
-            request.order_id,
-            extra={"order_id": request.order_id},
-        )
+        annotate(venue=request.venue)
         response = venue_pb2.QueryOrderStatusResponse()
         response.sent_at.GetCurrentTime()
         return response

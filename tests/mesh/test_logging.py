@@ -1,4 +1,5 @@
-"""Correlation ids from callers: adopted when sane, replaced otherwise (gateway and pipeline)."""
+"""Log context: correlation ids from callers (adopted when sane, replaced otherwise) and the
+fields a handler adds to its request's log line."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import uuid
 
 import pytest
 
-from brokermesh.mesh.logging import MAX_CORRELATION_ID_LENGTH, correlation_id
+from brokermesh.mesh.logging import (
+    MAX_CORRELATION_ID_LENGTH,
+    annotate,
+    correlation_id,
+    request_fields_var,
+)
 
 
 @pytest.mark.parametrize("offered", ["corr-42", "c" * MAX_CORRELATION_ID_LENGTH, "a b"])
@@ -24,3 +30,14 @@ def test_anything_else_is_replaced_by_a_fresh_uuid(offered: str) -> None:
 
     assert replaced != offered
     assert uuid.UUID(replaced).version == 4
+
+
+def test_annotating_a_field_named_like_a_log_record_attribute_is_refused() -> None:
+    with pytest.raises(ValueError, match="msg"):
+        annotate(msg="overwritten")
+
+
+def test_annotating_outside_a_request_changes_nothing() -> None:
+    annotate(state="FILLED")
+
+    assert request_fields_var.get() is None

@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from brokermesh._buf.validate import validate_pb2
 from brokermesh.common.v1 import common_pb2
 from brokermesh.mesh import errors
+from brokermesh.mesh.logging import annotate
 from brokermesh.mesh.pipeline import violation_field
 from brokermesh.trading.v1 import order_entry_pb2, order_query_pb2
 from tests.conftest import NatsServer, PostgresServer
@@ -483,3 +484,49 @@ async def test_a_streaming_method_of_a_service_of_ours_is_refused_without_runnin
 
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert ran == []
+
+
+def _logged_fields(caplog: pytest.LogCaptureFixture, field: str) -> list[object]:
+    return [
+        getattr(record, field, None)
+        for record in caplog.records
+        if record.name == "brokermesh.mesh.pipeline" and getattr(record, "method", "")
+    ]
+
+
+@pytest.mark.asyncio
+async def test_fields_a_handler_annotates_land_on_its_calls_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def annotating(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        annotate(state="FILLED")
+        return order_query_pb2.GetOrderResponse()
+
+    caplog.set_level(logging.INFO, logger="brokermesh.mesh.pipeline")
+
+    async with serving(ProbeApp(GetOrder=annotating)) as served:
+        await served.query.GetOrder(get_order(), timeout=5)
+
+    assert _logged_fields(caplog, "state") == ["FILLED"]
+
+
+@pytest.mark.asyncio
+async def test_annotated_fields_do_not_carry_over_to_the_next_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    async def first_call_annotates(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            annotate(state="FILLED")
+        return order_query_pb2.GetOrderResponse()
+
+    caplog.set_level(logging.INFO, logger="brokermesh.mesh.pipeline")
+
+    async with serving(ProbeApp(GetOrder=first_call_annotates)) as served:
+        await served.query.GetOrder(get_order(), timeout=5)
+        await served.query.GetOrder(get_order(), timeout=5)
+
+    assert _logged_fields(caplog, "state") == ["FILLED", None]
