@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
+from brokermesh.mesh import database
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import ConfigError
 from brokermesh.mesh.jetstream import asset_mode, ensure_jetstream
@@ -144,7 +145,7 @@ class LedgerApp:
     def _ensure_pool(self) -> asyncpg.Pool:
         # Created unopened so register() can hand it to the servicer before start().
         if self._pool is None:
-            self._pool = asyncpg.create_pool(
+            self._pool = database.create_pool(
                 self._settings.database_url,
                 min_size=1,
                 max_size=self._settings.query_pool_size,

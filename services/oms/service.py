@@ -36,6 +36,7 @@ from brokermesh.common.v1 import common_pb2
 from brokermesh.domain.exposure import ExposureBook, check_routing
 from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
+from brokermesh.mesh import database
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
@@ -190,7 +191,7 @@ class OmsApp:
         return response
 
     async def _open_pool(self) -> asyncpg.Pool:
-        return await asyncpg.create_pool(
+        return await database.create_pool(
             self._settings.database_url,
             min_size=1,
             max_size=2,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import grpc
 
+from brokermesh.mesh import database
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.controls import ControlsWatcher
 from brokermesh.services.order_entry.manifest import MANIFEST
@@ -27,7 +28,7 @@ class OrderEntryApp:
         self._servicer: OrderEntry | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(
+        self._pool = await database.create_pool(
             self._settings.database_url, min_size=2, max_size=self._settings.db_pool_size
         )
         await self._controls.start()

@@ -43,6 +43,7 @@ from brokermesh.control.v1 import control_pb2
 from brokermesh.domain.exposure import Exposure, ExposureBook, check_routing
 from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
 from brokermesh.mesh import controls as mesh_controls
+from brokermesh.mesh import database
 from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
@@ -253,7 +254,7 @@ class RiskApp:
         return price if price is not None else books.reference_prices.get(symbol)
 
     async def _open_pool(self) -> asyncpg.Pool:
-        return await asyncpg.create_pool(
+        return await database.create_pool(
             self._settings.database_url,
             min_size=1,
             max_size=2,

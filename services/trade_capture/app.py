@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import grpc
 
+from brokermesh.mesh import database
 from brokermesh.services.registry import clients_for
 from brokermesh.services.trade_capture.manifest import MANIFEST
 from brokermesh.services.trade_capture.reconciler import Reconciler
@@ -26,7 +27,7 @@ class TradeCaptureApp:
         self._reconciling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self._settings.database_url, min_size=2, max_size=8)
+        self._pool = await database.create_pool(self._settings.database_url, min_size=2, max_size=8)
         self._reconciler = Reconciler(
             self._pool,
             self._clients.stub("venue-gateway", venue_pb2_grpc.VenueGatewayServiceStub),
