@@ -1,15 +1,18 @@
 """The order view read model: folding published events into ``order_views``.
 
-The ledger is the only process that writes ``order_views``; it calls
-:func:`project` in the transaction that marks the events' outbox rows
-published, so the read model never runs ahead of the bus. The fold itself
-is :func:`brokermesh.domain.events.apply`, the same one ``brokermesh replay``
-uses, so the live view and a rebuilt one cannot disagree.
+The ledger is the only process that writes ``order_views``. The relay folds
+a batch into the views it read with the batch (:func:`fold`) and stores them
+with :func:`commit` in the statement that marks the events' outbox rows
+published, so the read model never runs ahead of the bus; :func:`project`
+does the same inside a caller's transaction for everyone else. The fold
+itself is :func:`brokermesh.domain.events.apply`, the same one
+``brokermesh replay`` uses, so the live view and a rebuilt one cannot
+disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -31,6 +34,13 @@ _LOAD = """
 SELECT order_id, stream_version, view FROM order_views WHERE order_id = ANY($1::text[])
 """
 _LOAD_FOR_UPDATE = _LOAD + " FOR UPDATE"
+
+#: Takes the views lock, checks the views are still at the versions read, marks the
+#: outbox rows published and stores the views: one statement (migration 0007).
+_COMMIT = """
+SELECT relay_commit($1, $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[],
+                    $7::int[], $8::timestamptz[], $9::bytea[])
+"""
 
 _UPSERT = """
 INSERT INTO order_views (order_id, account_id, state, stream_version, accepted_at, view)
@@ -70,6 +80,86 @@ class _Stream:
     view: OrderView
     version: int
     changed: bool = False
+    #: The version the view had when it was read (0: there was none).
+    read_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredView:
+    """One order's view as read from ``order_views``: its version and serialized bytes."""
+
+    version: int
+    view: bytes
+
+
+class Fold:
+    """A batch folded into the views read with it, in memory: what :func:`commit` stores."""
+
+    def __init__(self, read: Mapping[str, StoredView]) -> None:
+        self._streams = {
+            order_id: _Stream(
+                OrderView.FromString(stored.view), stored.version, False, stored.version
+            )
+            for order_id, stored in read.items()
+        }
+        #: Orders the fold refuses: order id -> (first refused version, why).
+        self.refused: dict[str, tuple[int, MeshError]] = {}
+
+    def apply(self, events: Iterable[OrderEvent]) -> None:
+        """Fold ``events`` (each order's in version order); an order stops at its first refused
+        event, which is recorded in :attr:`refused`."""
+        for event in events:
+            if event.order_id in self.refused:
+                continue
+            stream = self._streams.setdefault(event.order_id, _Stream(OrderView(), 0))
+            try:
+                _fold(stream, event)
+            except MeshError as exc:
+                self.refused[event.order_id] = (event.stream_version, exc)
+
+    @property
+    def changed(self) -> list[_Stream]:
+        return [stream for stream in self._streams.values() if stream.changed]
+
+
+def fold(read: Mapping[str, StoredView], events: Sequence[OrderEvent]) -> Fold:
+    """Fold ``events`` into the views ``read`` along with them, touching no database."""
+    folded = Fold(read)
+    folded.apply(events)
+    return folded
+
+
+class ViewsMoved(Exception):
+    """A view changed between the relay's read and its commit (a replay ran): read again."""
+
+
+async def commit(conn: asyncpg.Connection, positions: Sequence[int], folded: Fold) -> None:
+    """Mark ``positions`` published and store ``folded``'s changed views, in one statement.
+
+    Raises :class:`ViewsMoved`, marking and storing nothing, when a view is no
+    longer at the version :func:`fold` started from.
+    """
+    streams = folded.changed
+    columns: list[list[object]] = [[] for _ in range(6)]
+    for stream in streams:
+        for column, value in zip(columns, row_of(stream.view), strict=True):
+            column.append(value)
+    order_ids, account_ids, state_names, versions, accepted, views = columns
+    try:
+        await conn.fetchval(
+            _COMMIT,
+            VIEWS_LOCK_KEY,
+            list(positions),
+            order_ids,
+            [stream.read_version for stream in streams],
+            account_ids,
+            state_names,
+            versions,
+            accepted,
+            views,
+        )
+    except asyncpg.SerializationError as exc:
+        raise ViewsMoved(str(exc)) from exc
 
 
 async def lock_views(conn: asyncpg.Connection) -> None:
@@ -99,28 +189,6 @@ async def project(conn: asyncpg.Connection, events: Sequence[OrderEvent]) -> int
 
     await store(conn, (s.view for s in streams.values() if s.changed))
     return applied
-
-
-async def refusals(
-    conn: asyncpg.Connection, events: Sequence[OrderEvent]
-) -> dict[str, tuple[int, MeshError]]:
-    """Which orders :func:`project` would refuse, without writing: order id -> (first
-    refused version, why).
-
-    The relay asks before publishing, so an order whose history the fold
-    refuses is held back on its own instead of blocking every other order.
-    """
-    streams = await _load(conn, {event.order_id for event in events}, for_update=False)
-    refused: dict[str, tuple[int, MeshError]] = {}
-    for event in events:
-        if event.order_id in refused:
-            continue
-        stream = streams.setdefault(event.order_id, _Stream(OrderView(), 0))
-        try:
-            _fold(stream, event)
-        except MeshError as exc:
-            refused[event.order_id] = (event.stream_version, exc)
-    return refused
 
 
 def _fold(stream: _Stream, event: OrderEvent) -> int:

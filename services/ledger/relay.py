@@ -60,17 +60,18 @@ RELAYED_DUPLICATES = Counter(
 #: so two ledger processes never interleave one order's events.
 RELAY_LOCK_KEY = 0x626D72656C617921
 
+#: The unpublished rows with their orders' views as they stand, so one round trip gives the
+#: pass everything it folds.
 _PENDING = """
 SELECT o.position, e.event_id::text AS event_id, e.stream_id, e.stream_version,
-       e.event_type, e.payload
-FROM outbox o JOIN order_events e USING (event_id)
+       e.event_type, e.payload, v.stream_version AS view_version, v.view
+FROM outbox o
+JOIN order_events e USING (event_id)
+LEFT JOIN order_views v ON v.order_id = e.stream_id
 WHERE o.published_at IS NULL AND e.stream_id <> ALL($2::text[])
 ORDER BY o.position
 LIMIT $1
 """
-
-#: Only this function may set published_at, and only from NULL to now() (migration 0005).
-_MARK = "SELECT mark_published($1::bigint[])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +114,36 @@ class PublishError(Exception):
     """JetStream did not acknowledge a publication; the relay retries it on a later pass."""
 
 
-async def pending(
-    conn: asyncpg.Connection, limit: int, skip: Collection[str] = ()
-) -> list[OutboxRow]:
-    """Up to ``limit`` unpublished rows, oldest position first, leaving out orders in ``skip``."""
-    rows = await conn.fetch(_PENDING, limit, list(skip))
-    return [OutboxRow(**{**dict(row), "payload": bytes(row["payload"])}) for row in rows]
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Unpublished rows, oldest position first, and the stored views of their orders."""
+
+    rows: list[OutboxRow]
+    views: dict[str, projection.StoredView]
+
+
+async def pending(conn: asyncpg.Connection, limit: int, skip: Collection[str] = ()) -> Pending:
+    """Up to ``limit`` unpublished rows, oldest position first, leaving out orders in ``skip``,
+    with the views their orders have now."""
+    records = await conn.fetch(_PENDING, limit, list(skip))
+    rows: list[OutboxRow] = []
+    views: dict[str, projection.StoredView] = {}
+    for record in records:
+        rows.append(
+            OutboxRow(
+                position=record["position"],
+                event_id=record["event_id"],
+                stream_id=record["stream_id"],
+                stream_version=record["stream_version"],
+                event_type=record["event_type"],
+                payload=bytes(record["payload"]),
+            )
+        )
+        if record["view"] is not None:
+            views[record["stream_id"]] = projection.StoredView(
+                record["view_version"], bytes(record["view"])
+            )
+    return Pending(rows, views)
 
 
 def rounds(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:
@@ -154,11 +179,14 @@ async def publish_pending(
     refuse (a gap, an illegal transition) is held back from that event on and
     reported in :attr:`PassResult.held`, so it cannot block the other orders;
     orders in ``skip`` are not read at all. Raises for database errors, in
-    which case nothing of this pass is marked.
+    which case nothing of this pass is marked. When a replay rewrote a view
+    between the read and the commit, nothing is marked either and the pass
+    reports itself stalled, so the relay reads again.
     """
-    rows = await pending(conn, limit, skip)
+    found = await pending(conn, limit, skip)
+    rows = found.rows
     events = {row.position: row.event() for row in rows}
-    refused = await projection.refusals(conn, list(events.values()))
+    refused = projection.fold(found.views, list(events.values())).refused
     publishable = [
         row
         for row in rows
@@ -167,7 +195,11 @@ async def publish_pending(
 
     acked, duplicates = await _publish_rounds(js, publishable, events, timeout_s)
 
-    await _record(conn, acked)
+    try:
+        await _record(conn, acked, found.views)
+    except projection.ViewsMoved as exc:
+        _LOGGER.warning("order views changed during the pass (%s); reading them again", exc)
+        acked = []
     return PassResult(
         published=len(acked),
         read=len(rows),
@@ -214,16 +246,23 @@ async def _publish_rounds(
     return acked, duplicates
 
 
-async def _record(conn: asyncpg.Connection, acked: Sequence[tuple[OutboxRow, OrderEvent]]) -> None:
-    """Mark acked rows published and project their events, atomically."""
+async def _record(
+    conn: asyncpg.Connection,
+    acked: Sequence[tuple[OutboxRow, OrderEvent]],
+    read: Mapping[str, projection.StoredView],
+) -> None:
+    """Mark acked rows published and store their events folded into the views ``read``,
+    atomically, in one statement."""
     if not acked:
         return
     # Rows of one order were acked in version order and rounds keep that order,
     # so grouping by position order again hands the fold each stream in sequence.
     ordered = sorted(acked, key=lambda pair: pair[0].position)
-    async with conn.transaction():
-        await conn.execute(_MARK, [row.position for row, _ in ordered])
-        await projection.project(conn, [event for _, event in ordered])
+    folded = projection.fold(read, [event for _, event in ordered])
+    if folded.refused:
+        # Refused orders were held back before publishing; this cannot happen.
+        raise RuntimeError(f"the fold refused acked events: {folded.refused}")
+    await projection.commit(conn, [row.position for row, _ in ordered], folded)
 
 
 async def _publish_row(

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from brokermesh.domain import eventstore, states
-from brokermesh.services.ledger import relay, subjects
+from brokermesh.services.ledger import projection, relay, subjects
 
 from .support import (
     FILLED_PATH,
@@ -227,6 +227,42 @@ async def test_an_order_the_projection_refuses_is_held_back_without_blocking_oth
     assert again.read == 0
     assert await _published(own_conn, [e.event_id for e in bad_events]) == [True, True, False]
     assert all(await _published(own_conn, [e.event_id for e in good_events]))
+
+
+@pytest.mark.asyncio
+async def test_a_view_rewritten_between_read_and_commit_marks_and_stores_nothing(
+    own_conn: asyncpg.Connection, js: JetStreamContext
+) -> None:
+    # Arrange: the relay has read an order's rows and its (absent) view...
+    order = new_order()
+    appended = await append_order(own_conn, order, (states.NEW, states.VALIDATED))
+    found = await relay.pending(own_conn, 256)
+    mine = [row for row in found.rows if row.stream_id == order.order_id]
+    folded = projection.fold(found.views, [row.event() for row in mine])
+    # ...when a replay writes that view first.
+    async with own_conn.transaction():
+        await projection.project(own_conn, appended)
+
+    # Act / Assert
+    with pytest.raises(projection.ViewsMoved, match="changed since the relay read them"):
+        await projection.commit(own_conn, [row.position for row in mine], folded)
+    assert await _published(own_conn, [e.event_id for e in appended]) == [False, False]
+
+
+@pytest.mark.asyncio
+async def test_a_pass_commits_the_marks_and_the_views_together(
+    own_conn: asyncpg.Connection, js: JetStreamContext
+) -> None:
+    order = new_order()
+    appended = await append_order(own_conn, order, FILLED_PATH)
+
+    await drain(own_conn, js)
+
+    stored = await own_conn.fetchrow(
+        "SELECT state, stream_version FROM order_views WHERE order_id = $1", order.order_id
+    )
+    assert (stored["state"], stored["stream_version"]) == ("FILLED", len(appended))
+    assert all(await _published(own_conn, [e.event_id for e in appended]))
 
 
 def test_rounds_publish_each_order_one_version_at_a_time() -> None:
