@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from brokermesh.domain import states
+from brokermesh.events.v1.order_events_pb2 import OrderEvent
 from brokermesh.mesh.refdata import load_securities
 from brokermesh.platform.migrate import (
     MigrationError,
@@ -281,8 +283,12 @@ def test_migrate_command_applies_to_a_given_dsn(fresh_database: Any) -> None:
 
 
 async def _append_event(conn: asyncpg.Connection, stream: str) -> None:
+    # A decodable event: these rows stay in the session's event store, where a relay
+    # test may read them later.
     prev_hash = bytes(32)
-    payload = b"test"
+    payload = OrderEvent(
+        event_type="OrderAccepted", order_id=stream, stream_version=1, state=states.NEW
+    ).SerializeToString()
     digest = hashlib.sha256(prev_hash + payload).digest()
     await conn.execute(
         "INSERT INTO order_events (event_id, stream_id, stream_version, event_type, "
