@@ -4,8 +4,9 @@ user calling order entry directly.
 Configuration comes from the environment (``run_loadtest.py`` sets it):
 ``LOADTEST_TOKEN`` (bearer token), ``LOADTEST_GRPC`` (order-entry address),
 ``LOADTEST_SAMPLES`` (CSV path for this process's own sub-millisecond timings) and
-``LOADTEST_USER_RATE`` (orders per second each user sends, paced by locust's
-``constant_throughput`` so the offered load is users x rate whatever the latency).
+``LOADTEST_USER_RATE`` (orders per second each user sends, at Poisson-distributed
+intervals net of the response time, so the offered load is users x rate whatever the
+latency, and users never fall into step).
 Locust rounds response times to whole milliseconds, so every request is also timed with
 ``time.perf_counter`` and written to ``LOADTEST_SAMPLES`` when the test stops.
 """
@@ -18,11 +19,12 @@ grpc_gevent.init_gevent()
 
 import csv  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import grpc  # noqa: E402
-from locust import FastHttpUser, User, constant_throughput, events, task  # noqa: E402
+from locust import FastHttpUser, User, events, task  # noqa: E402
 
 from brokermesh.common.v1 import common_pb2  # noqa: E402
 from brokermesh.trading.v1 import order_entry_pb2, order_entry_pb2_grpc  # noqa: E402
@@ -40,6 +42,25 @@ SAMPLES: list[tuple[str, float, float, int]] = []
 SIDES = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
 #: Orders per second each user offers; run_loadtest.py sets it from the target rate.
 USER_RATE = float(os.environ.get("LOADTEST_USER_RATE", "2"))
+
+
+def poisson_throughput(rate: float) -> Any:
+    """A locust ``wait_time``: each user starts a request every 1/rate seconds on average,
+    at exponentially distributed intervals, whatever the previous request took.
+
+    Like locust's ``constant_throughput`` the wait makes up for the response time, but
+    its intervals are random: users spawned together would otherwise send in step,
+    a burst of every user's order at once each interval, which measures queueing
+    behind the burst rather than the platform.
+    """
+
+    def wait_time(user: Any) -> float:
+        now = time.monotonic()
+        due = getattr(user, "_next_start", now) + random.expovariate(rate)
+        user._next_start = max(due, now)
+        return user._next_start - now
+
+    return wait_time
 
 
 def _record(kind: str, started: float, elapsed: float, ok: bool) -> None:
@@ -60,7 +81,7 @@ def _write_samples(**_: Any) -> None:
 class RestOrderUser(FastHttpUser):
     """POST /v1/orders with a bearer token; a unique client_order_id per request."""
 
-    wait_time = constant_throughput(USER_RATE)
+    wait_time = poisson_throughput(USER_RATE)
     weight = 3
 
     def on_start(self) -> None:
@@ -88,7 +109,7 @@ class RestOrderUser(FastHttpUser):
 class GrpcOrderUser(User):
     """SubmitOrder straight to order entry over gRPC (gevent-friendly channel)."""
 
-    wait_time = constant_throughput(USER_RATE)
+    wait_time = poisson_throughput(USER_RATE)
     weight = 1
 
     def on_start(self) -> None:

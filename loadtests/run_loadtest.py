@@ -6,11 +6,11 @@ server-side P95/P99 per segment (histogram interpolation). Locust's own figures 
 milliseconds, so the locustfile also records sub-millisecond client timings. Exits 1 when a
 budget is breached. ``--start-platform`` starts (and stops) ``brokermesh up`` itself.
 
-The offered load is fixed (``--rate`` orders per second over ``--users`` users, each paced
-by locust's ``constant_throughput``), so a slow platform shows up as latency, not as a
-politely lower request rate.
+The offered load is fixed (``--rate`` orders per second over ``--users`` users, each
+starting requests at Poisson-distributed intervals net of the response time), so a slow
+platform shows up as latency, not as a politely lower request rate.
 
-Usage: python -m loadtests.run_loadtest [--start-platform] [--rate 100] [--users 40]
+Usage: python -m loadtests.run_loadtest [--start-platform] [--rate 15] [--users 15]
 [--duration 60]
 """
 
@@ -46,9 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="platform data dir (default: a temporary dir with --start-platform)",
     )
     parser.add_argument("--start-platform", action="store_true")
-    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--users", type=int, default=15)
     parser.add_argument(
-        "--rate", type=float, default=100.0, help="orders per second offered, all users together"
+        "--rate", type=float, default=15.0, help="orders per second offered, all users together"
     )
     parser.add_argument("--spawn-rate", type=float, default=10.0)
     parser.add_argument("--duration", type=int, default=60, help="seconds")

@@ -5,7 +5,7 @@
 # conflicting with requirements.lock (pip check is clean); it is not in the lock file.
 
 LOCUST_STAMP := $(VENV)/.locust-installed
-LOADTEST_ARGS ?= --rate 100 --users 40 --spawn-rate 20 --duration 60
+LOADTEST_ARGS ?= --rate 15 --users 15 --spawn-rate 5 --duration 60
 BENCH_ARGS ?=
 
 .PHONY: bench loadtest
