@@ -31,7 +31,7 @@ def get_order(platform: Platform, order_id: str) -> dict[str, Any] | None:
     if response.status_code == 404:
         return None
     assert response.status_code == 200, response.text
-    order: dict[str, Any] = response.json()["order"]
+    order: dict[str, Any] = response.json()
     return order
 
 

@@ -80,7 +80,7 @@ def get_order(platform: Platform, order_id: str) -> dict[str, Any]:
         f"{platform.base_url}/v1/orders/{order_id}", headers=platform.headers(), timeout=10
     )
     assert response.status_code == 200, response.text
-    return response.json()["order"]
+    return response.json()
 
 
 def wait_for_state(
@@ -94,7 +94,7 @@ def wait_for_state(
             f"{platform.base_url}/v1/orders/{order_id}", headers=platform.headers(), timeout=10
         )
         if response.status_code == 200:
-            view: dict[str, Any] = response.json()["order"]
+            view: dict[str, Any] = response.json()
             if view["state"] in states or time.monotonic() > deadline:
                 return view
         else:

@@ -389,7 +389,7 @@ async def test_advisor_reads_their_order_as_an_order_view(platform: Platform) ->
     response = await platform.client.get(f"/v1/orders/{order_id}", headers=headers)
 
     assert response.status_code == 200
-    view = response.json()["order"]
+    view = response.json()
     assert view["order"]["order_id"] == order_id
     assert view["order"]["limit_price"] == "189.50"
     assert view["order"]["side"] == "BUY"

@@ -52,7 +52,8 @@ class OrderQueryServiceServicer:
     """
 
     def GetOrder(self, request, context):
-        """Returns one order's current state, fills and full state history.
+        """Returns one order's current state, fills and full state history; over REST the
+        body is the OrderView itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
