@@ -21,10 +21,11 @@ from starlette.routing import BaseRoute, Route
 
 from brokermesh.mesh.clients import ClientFactory
 from brokermesh.mesh.errors import ConfigError
+from brokermesh.mesh.keys import load_public_key
 from brokermesh.mesh.manifest import ServiceManifest
 from brokermesh.services import registry
 from brokermesh.services.gateway import docs
-from brokermesh.services.gateway.auth import TokenVerifier, load_public_key
+from brokermesh.services.gateway.auth import TokenVerifier
 from brokermesh.services.gateway.endpoints import Endpoint, Guard, Rpc, make_endpoint
 from brokermesh.services.gateway.entitlements import Entitlements
 from brokermesh.services.gateway.errors import ApiError

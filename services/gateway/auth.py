@@ -11,7 +11,6 @@ tests share the key handling and signing here.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from brokermesh.mesh.keys import ensure_private_key
 from brokermesh.services.gateway.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER, PUBLIC_KEY_FILE
 
 #: The only signature algorithm the gateway accepts; never taken from a token's header.
@@ -54,40 +53,8 @@ def ensure_key_pair(keys_dir: Path) -> Ed25519PrivateKey:
     The private key is written with mode 0600 and never overwritten; the public
     key (``jwt-signing.pub.pem``) is written beside it for the gateway to read.
     """
-    private_path = keys_dir / PRIVATE_KEY_FILE
-    if private_path.exists():
-        key = load_private_key(private_path)
-    else:
-        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        _write_private(private_path, key)
-    public_path = keys_dir / PUBLIC_KEY_FILE
-    if not public_path.exists():
-        public_path.write_bytes(public_pem(key.public_key()))
+    key, _ = ensure_private_key(keys_dir / PRIVATE_KEY_FILE, keys_dir / PUBLIC_KEY_FILE)
     return key
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 private key from a PEM file."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read an Ed25519 public key from a PEM file."""
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} does not hold an Ed25519 public key")
-    return key
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    """``key`` as SubjectPublicKeyInfo PEM."""
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def issue_token(
@@ -112,16 +79,6 @@ def issue_token(
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, key, algorithm="EdDSA")
-
-
-def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    # O_EXCL: two first runs racing must not leave one's key with the other's public half.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
 
 
 # -- verifying -------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +48,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from brokermesh.mesh.jetstream import AUDIT_CHECKPOINTS_STREAM, CHECKPOINT_SUBJECT
+from brokermesh.mesh.keys import ensure_private_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -203,54 +203,16 @@ def public_key_path(private_path: Path) -> Path:
 
 
 def ensure_signing_key(path: Path) -> Ed25519PrivateKey:
-    """Load the signing key at ``path``, generating the pair there on first use.
+    """Load the signing key at ``path``, generating the pair on first use.
 
     The private key is written with mode 0600 and never overwritten; the
     public half goes beside it (:func:`public_key_path`) for ``audit verify``.
     A key provisioned from elsewhere (a Kubernetes Secret) is only read.
     """
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        try:
-            # O_EXCL: of two first starts racing, one writes and both use its key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_private_key(path)
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-        public_key_path(path).write_bytes(public_pem(key.public_key()))
+    key, generated = ensure_private_key(path, public_key_path(path))
+    if generated:
         _LOGGER.info("generated the checkpoint signing key %s", path)
-        return key
-    return load_private_key(path)
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 private key from a PEM file."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
     return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read an Ed25519 public key from a PEM file."""
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} does not hold an Ed25519 public key")
-    return key
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    """``key`` as SubjectPublicKeyInfo PEM."""
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 # -- taking checkpoints ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from brokermesh.mesh import keys
 from brokermesh.services.gateway import auth
 from brokermesh.services.gateway.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
@@ -71,7 +72,7 @@ def test_valid_token_yields_its_advisor(
 def test_hs256_signed_with_the_public_key_is_refused(
     key: Ed25519PrivateKey, verifier: auth.TokenVerifier
 ) -> None:
-    public_pem = auth.public_pem(key.public_key())
+    public_pem = keys.public_pem(key.public_key())
     token = _forged({"alg": "HS256", "typ": "JWT"}, _claims(), public_pem)
 
     with pytest.raises(auth.AuthError):
@@ -163,6 +164,6 @@ def test_key_pair_is_created_once_with_a_private_file_mode(tmp_path: Path) -> No
 
     private_mode = stat.S_IMODE((keys_dir / auth.PRIVATE_KEY_FILE).stat().st_mode)
     assert private_mode == 0o600
-    assert auth.public_pem(first.public_key()) == auth.public_pem(second.public_key())
-    public = auth.load_public_key(keys_dir / "jwt-signing.pub.pem")
-    assert auth.public_pem(public) == auth.public_pem(first.public_key())
+    assert keys.public_pem(first.public_key()) == keys.public_pem(second.public_key())
+    public = keys.load_public_key(keys_dir / "jwt-signing.pub.pem")
+    assert keys.public_pem(public) == keys.public_pem(first.public_key())

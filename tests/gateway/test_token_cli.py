@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from brokermesh.cli import token as token_cli
+from brokermesh.mesh import keys
 from brokermesh.services.gateway import auth
 from brokermesh.services.gateway.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
@@ -31,7 +32,7 @@ def test_token_command_creates_keys_and_prints_a_verifiable_token(
     assert code == 0
     token = capsys.readouterr().out.strip()
     verifier = auth.TokenVerifier(
-        auth.load_public_key(keys_dir / "jwt-signing.pub.pem"),
+        keys.load_public_key(keys_dir / "jwt-signing.pub.pem"),
         issuer=DEFAULT_ISSUER,
         audience=DEFAULT_AUDIENCE,
     )

@@ -18,7 +18,7 @@ from nats.js.errors import APIError
 from brokermesh.domain import audit, eventstore, states
 from brokermesh.domain.eventstore import chain_hash
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
-from brokermesh.mesh import server
+from brokermesh.mesh import keys, server
 from brokermesh.mesh.errors import ConfigError
 from brokermesh.mesh.jetstream import AUDIT_CHECKPOINTS_STREAM, CHECKPOINT_SUBJECT
 from brokermesh.platform.nats import LocalNats
@@ -249,7 +249,7 @@ def test_the_signing_key_is_generated_once_for_the_owner_alone_with_its_public_h
     first = checkpoints.ensure_signing_key(path)
     second = checkpoints.ensure_signing_key(path)
 
-    public = checkpoints.load_public_key(checkpoints.public_key_path(path))
+    public = keys.load_public_key(checkpoints.public_key_path(path))
     assert checkpoints.key_id(first.public_key()) == checkpoints.key_id(second.public_key())
     assert checkpoints.key_id(public) == checkpoints.key_id(first.public_key())
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -302,7 +302,7 @@ async def test_the_ledger_checkpoints_when_it_starts_and_once_more_when_it_stops
         await server.stop(running, app, grace_s=1)
 
     # Assert: the start's checkpoint was empty; the one at shutdown holds the order.
-    key = checkpoints.load_public_key(checkpoints.public_key_path(settings.checkpoint_key_path))
+    key = keys.load_public_key(checkpoints.public_key_path(settings.checkpoint_key_path))
     record = await anchors.checkpoint_record(bus, key)
     assert (record.count, list(record.breaks)) == (2, [])
     assert set(record.heads) == {(order.order_id, 3)}

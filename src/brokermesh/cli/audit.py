@@ -99,7 +99,7 @@ def _nats_url(args: argparse.Namespace) -> str:
 
 
 def _key(args: argparse.Namespace) -> Ed25519PublicKey:
-    from brokermesh.services.ledger.checkpoints import load_public_key
+    from brokermesh.mesh.keys import load_public_key
 
     path = Path(
         args.checkpoint_key
