@@ -6,39 +6,23 @@ securities and restrictions come from the same instant and never mix two refresh
 
 from __future__ import annotations
 
-import datetime
-from dataclasses import dataclass
-
 import asyncpg
 
-from brokermesh.domain.orderfeed import read_order_views
+from brokermesh.domain import orderfeed
 from brokermesh.services.oms.checks import Account, ReferenceData, Security
-from brokermesh.trading.v1 import order_query_pb2
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
-    """The books plus every order of the read model, as of one database instant."""
-
-    books: ReferenceData
-    orders: tuple[order_query_pb2.OrderView, ...]
-    as_of: datetime.datetime
+#: The books and every order view at one instant.
+Snapshot = orderfeed.Snapshot[ReferenceData]
 
 
 async def read_books(pool: asyncpg.Pool, *, timeout_s: float) -> ReferenceData:
     """One consistent copy of accounts, positions, securities and the restricted list."""
-    async with pool.acquire(timeout=timeout_s) as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _books(conn, timeout_s)
+    return await orderfeed.read_books(pool, _books, timeout_s=timeout_s)
 
 
 async def read_snapshot(pool: asyncpg.Pool, *, timeout_s: float) -> Snapshot:
     """The books and every order view at one instant; the exposure book starts from it."""
-    async with pool.acquire(timeout=timeout_s) as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            books = await _books(conn, timeout_s)
-            orders, as_of = await read_order_views(conn, timeout_s=timeout_s)
-    return Snapshot(books=books, orders=orders, as_of=as_of)
+    return await orderfeed.read_snapshot(pool, _books, timeout_s=timeout_s)
 
 
 async def _books(conn: asyncpg.pool.PoolConnectionProxy, timeout_s: float) -> ReferenceData:

@@ -7,16 +7,14 @@ two instants, and replaced whole on each refresh.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
 
-from brokermesh.domain.orderfeed import read_order_views
+from brokermesh.domain import orderfeed
 from brokermesh.services.risk.policies import Limits
-from brokermesh.trading.v1 import order_query_pb2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,29 +35,18 @@ class RiskBooks:
         return self.account_limits.get(account_id, self.default_limits)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
-    """The books plus every order of the read model, as of one database instant."""
-
-    books: RiskBooks
-    orders: tuple[order_query_pb2.OrderView, ...]
-    as_of: datetime.datetime
+#: The books and every order view at one instant.
+Snapshot = orderfeed.Snapshot[RiskBooks]
 
 
 async def read_books(pool: asyncpg.Pool, *, timeout_s: float) -> RiskBooks:
     """Read limits, cash, positions and reference prices at one instant."""
-    async with pool.acquire(timeout=timeout_s) as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _books(conn, timeout_s)
+    return await orderfeed.read_books(pool, _books, timeout_s=timeout_s)
 
 
 async def read_snapshot(pool: asyncpg.Pool, *, timeout_s: float) -> Snapshot:
     """The books and every order view at one instant; the exposure book starts from it."""
-    async with pool.acquire(timeout=timeout_s) as conn:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            books = await _books(conn, timeout_s)
-            orders, as_of = await read_order_views(conn, timeout_s=timeout_s)
-    return Snapshot(books=books, orders=orders, as_of=as_of)
+    return await orderfeed.read_snapshot(pool, _books, timeout_s=timeout_s)
 
 
 async def _books(conn: asyncpg.pool.PoolConnectionProxy, timeout_s: float) -> RiskBooks:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 import asyncpg
 import nats.errors
@@ -43,6 +45,9 @@ from brokermesh.events.v1 import order_events_pb2
 from brokermesh.trading.v1 import market_data_pb2, order_query_pb2
 
 _LOGGER = logging.getLogger(__name__)
+
+#: A service's books: whatever its checks read from the database besides the orders.
+B = TypeVar("B")
 _TRACER = trace.get_tracer(__name__)
 
 #: Errors that mean "PostgreSQL is not answering right now", as opposed to a bug.
@@ -187,13 +192,38 @@ async def _sequence_at(js: JetStreamContext, stream: str, since: datetime.dateti
         await js.delete_consumer(stream, info.name)
 
 
-async def read_order_views(
-    conn: asyncpg.pool.PoolConnectionProxy, *, timeout_s: float
-) -> tuple[tuple[order_query_pb2.OrderView, ...], datetime.datetime]:
-    """Every order view and the database's time, read inside the caller's transaction."""
-    as_of = await conn.fetchval("SELECT now()", timeout=timeout_s)
-    rows = await conn.fetch("SELECT view FROM order_views", timeout=timeout_s)
-    return tuple(order_query_pb2.OrderView.FromString(row["view"]) for row in rows), as_of
+#: Reads a service's books on a connection already inside a transaction.
+BooksReader = Callable[[asyncpg.pool.PoolConnectionProxy, float], Awaitable[B]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot(Generic[B]):
+    """A service's books plus every order of the read model, as of one database instant."""
+
+    books: B
+    orders: tuple[order_query_pb2.OrderView, ...]
+    as_of: datetime.datetime
+
+
+async def read_books(pool: asyncpg.Pool, read: BooksReader[B], *, timeout_s: float) -> B:
+    """``read``'s books, in one read-only REPEATABLE READ transaction: one instant's copy."""
+    async with pool.acquire(timeout=timeout_s) as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            return await read(conn, timeout_s)
+
+
+async def read_snapshot(
+    pool: asyncpg.Pool, read: BooksReader[B], *, timeout_s: float
+) -> Snapshot[B]:
+    """``read``'s books and every order view at one instant; an exposure book starts from it,
+    and follows the feed from ``as_of`` on."""
+    async with pool.acquire(timeout=timeout_s) as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            books = await read(conn, timeout_s)
+            as_of = await conn.fetchval("SELECT now()", timeout=timeout_s)
+            rows = await conn.fetch("SELECT view FROM order_views", timeout=timeout_s)
+    orders = tuple(order_query_pb2.OrderView.FromString(row["view"]) for row in rows)
+    return Snapshot(books=books, orders=orders, as_of=as_of)
 
 
 async def orders_still_needing_holds(
