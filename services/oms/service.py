@@ -34,10 +34,9 @@ from nats.aio.client import Client as NatsClient
 
 from brokermesh.common.v1 import common_pb2
 from brokermesh.domain.exposure import ExposureBook, check_routing
-from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
+from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, ExposureSettings, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh import database
-from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
 from brokermesh.services.oms import checks
@@ -54,33 +53,9 @@ _BPS = Decimal(10_000)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class OmsSettings(ServiceSettings):
-    """Settings of the OMS (``BROKERMESH_OMS_<FIELD>``)."""
-
-    #: Seconds between background re-reads of the books.
-    refresh_interval_s: float = 3.0
-    #: How long start-up keeps retrying the first read from PostgreSQL.
-    startup_timeout_s: float = 30.0
-    #: Timeout of one database statement or pool checkout.
-    database_timeout_s: float = 5.0
-    #: Markup on the last price that prices a market buy for buying power (500 = 5 %).
-    market_markup_bps: int = 500
-    #: JetStream stream carrying the order events, and the subjects followed in it.
-    orders_stream: str = "ORDERS"
-    orders_subject: str = "trading.orders.>"
-    #: Venue quotes on core NATS; their last_price prices market buys.
-    quotes_subject: str = "marketdata.quotes.>"
-    #: How far before the start-up snapshot the order events are replayed.
-    replay_margin_s: float = 60.0
-    #: Seconds between attempts to reach NATS or the stream when they are missing.
-    nats_retry_s: float = 2.0
-    #: How long finished orders are remembered to recognise late duplicate events.
-    finished_retention_s: float = 600.0
-    #: Seconds of live, caught-up order feed after which a hold whose order never showed
-    #: up may expire (and then only if the event store confirms nothing of it is on the way).
-    hold_ttl_s: float = 30.0
-    #: Seconds between checks of the order feed's health and of due holds.
-    feed_check_interval_s: float = 1.0
+class OmsSettings(ExposureSettings):
+    """Settings of the OMS (``BROKERMESH_OMS_<FIELD>``); the market markup prices market
+    buys for buying power."""
 
 
 class OmsApp:

@@ -41,10 +41,9 @@ from nats.aio.client import Client as NatsClient
 from brokermesh.common.v1 import common_pb2
 from brokermesh.control.v1 import control_pb2
 from brokermesh.domain.exposure import Exposure, ExposureBook, check_routing
-from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, LastPrices
+from brokermesh.domain.orderfeed import DATABASE_ERRORS, ExposureFeed, ExposureSettings, LastPrices
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh import database
-from brokermesh.mesh.config import ServiceSettings
 from brokermesh.mesh.errors import Unavailable
 from brokermesh.mesh.logging import order_id_var
 from brokermesh.services.risk.books import RiskBooks, read_books, read_snapshot
@@ -67,33 +66,9 @@ DEGRADED_MODES = frozenset(
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RiskSettings(ServiceSettings):
-    """Settings of the risk service (``BROKERMESH_RISK_<FIELD>``)."""
-
-    #: Seconds between background re-reads of limits and books.
-    refresh_interval_s: float = 3.0
-    #: How long start-up keeps retrying the first read from PostgreSQL.
-    startup_timeout_s: float = 30.0
-    #: Timeout of one database statement or pool checkout.
-    database_timeout_s: float = 5.0
-    #: Markup on the last price that prices a market order's notional (500 = 5 %).
-    market_markup_bps: int = 500
-    #: Venue quotes on core NATS; their last_price is the price the policies use.
-    quotes_subject: str = "marketdata.quotes.>"
-    #: JetStream stream carrying the order events, and the subjects followed in it.
-    orders_stream: str = "ORDERS"
-    orders_subject: str = "trading.orders.>"
-    #: How far before the start-up snapshot the order events are replayed.
-    replay_margin_s: float = 60.0
-    #: Seconds between attempts to reach NATS or the stream when they are missing.
-    nats_retry_s: float = 2.0
-    #: How long finished orders are remembered to recognise late duplicate events.
-    finished_retention_s: float = 600.0
-    #: Seconds of live, caught-up order feed after which a hold whose order never showed
-    #: up may expire (and then only if the event store confirms nothing of it is on the way).
-    hold_ttl_s: float = 30.0
-    #: Seconds between checks of the order feed's health and of due holds.
-    feed_check_interval_s: float = 1.0
+class RiskSettings(ExposureSettings):
+    """Settings of the risk service (``BROKERMESH_RISK_<FIELD>``); the market markup prices
+    a market order's notional."""
 
 
 class RiskApp:

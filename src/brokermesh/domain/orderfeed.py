@@ -42,6 +42,7 @@ from opentelemetry import propagate, trace
 
 from brokermesh.domain.exposure import ExposureBook, parse_price
 from brokermesh.events.v1 import order_events_pb2
+from brokermesh.mesh.config import ServiceSettings
 from brokermesh.trading.v1 import market_data_pb2, order_query_pb2
 
 _LOGGER = logging.getLogger(__name__)
@@ -190,6 +191,36 @@ async def _sequence_at(js: JetStreamContext, stream: str, since: datetime.dateti
         return (info.delivered.stream_seq if info.delivered else 0) + 1
     finally:
         await js.delete_consumer(stream, info.name)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExposureSettings(ServiceSettings):
+    """Settings every service that keeps an exposure book shares (OMS validation, risk)."""
+
+    #: Seconds between background re-reads of the books.
+    refresh_interval_s: float = 3.0
+    #: How long start-up keeps retrying the first read from PostgreSQL.
+    startup_timeout_s: float = 30.0
+    #: Timeout of one database statement or pool checkout.
+    database_timeout_s: float = 5.0
+    #: Markup on the last price that prices a market order (500 = 5 %).
+    market_markup_bps: int = 500
+    #: Venue quotes on core NATS; their last_price prices market orders.
+    quotes_subject: str = "marketdata.quotes.>"
+    #: JetStream stream carrying the order events, and the subjects followed in it.
+    orders_stream: str = "ORDERS"
+    orders_subject: str = "trading.orders.>"
+    #: How far before the start-up snapshot the order events are replayed.
+    replay_margin_s: float = 60.0
+    #: Seconds between attempts to reach NATS or the stream when they are missing.
+    nats_retry_s: float = 2.0
+    #: How long finished orders are remembered to recognise late duplicate events.
+    finished_retention_s: float = 600.0
+    #: Seconds of live, caught-up order feed after which a hold whose order never showed
+    #: up may expire (and then only if the event store confirms nothing of it is on the way).
+    hold_ttl_s: float = 30.0
+    #: Seconds between checks of the order feed's health and of due holds.
+    feed_check_interval_s: float = 1.0
 
 
 #: Reads a service's books on a connection already inside a transaction.
