@@ -72,15 +72,7 @@ class OmsApp:
             hold_ttl_s=settings.hold_ttl_s,
             terminal_retention_s=settings.finished_retention_s,
         )
-        self._feed = ExposureFeed(
-            self._exposure,
-            stream=settings.orders_stream,
-            subject=settings.orders_subject,
-            retry_s=settings.nats_retry_s,
-            hold_ttl_s=settings.hold_ttl_s,
-            check_interval_s=settings.feed_check_interval_s,
-            database_timeout_s=settings.database_timeout_s,
-        )
+        self._feed = ExposureFeed.from_settings(self._exposure, settings)
         self._pool: asyncpg.Pool | None = None
         self._nats: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -303,6 +303,19 @@ class ExposureFeed:
         self._kept: set[str] = set()
         self._store_failing = False
 
+    @classmethod
+    def from_settings(cls, book: ExposureBook, settings: ExposureSettings) -> ExposureFeed:
+        """A feed into ``book`` configured by a service's :class:`ExposureSettings`."""
+        return cls(
+            book,
+            stream=settings.orders_stream,
+            subject=settings.orders_subject,
+            retry_s=settings.nats_retry_s,
+            hold_ttl_s=settings.hold_ttl_s,
+            check_interval_s=settings.feed_check_interval_s,
+            database_timeout_s=settings.database_timeout_s,
+        )
+
     async def follow(self, nc: NatsClient, since: datetime.datetime) -> None:
         """Subscribe to the order events from ``since``; returns once subscribed."""
         self._nats = nc
