@@ -1,12 +1,12 @@
 """`make bench`: the pre-venue path under fixed open-loop arrival rates, beside bare baselines.
 
 Starts ``brokermesh up --port-offset 7000`` in a temporary data dir, then for each rate
-(50, 100, 250, 500 orders/s) POSTs /v1/orders open loop with aiohttp (HTTP/1.1 keep-alive
+(25, 50, 100, 250, 500 orders/s) POSTs /v1/orders open loop with aiohttp (HTTP/1.1 keep-alive
 pool), measuring client latency from each request's scheduled start, the server-side
 segments and gateway total from the Prometheus histograms, throughput and the platform's CPU
 time per order (psutil, whole process tree incl. PostgreSQL and NATS). The same rates drive
 three baselines: (a) a bare grpc.aio echo chain with the same six RPC hops (client->edge->
-entry->oms,risk,router->venue), (b) a durable asyncpg insert (fsync, synchronous_commit on)
+entry->oms,risk,router at once->venue), (b) a durable asyncpg insert (fsync, synchronous_commit on)
 into the platform's PostgreSQL, (c) a JetStream publish to the platform's NATS
 (sync_interval always). Writes results/bench-<ts>.json/.md and results/latest.md.
 """
@@ -42,7 +42,7 @@ from loadtests.openloop import LoopResult, Operation, open_loop
 from loadtests.orders import order_specs, rest_body
 from loadtests.stats import summarize
 
-RATES = (50, 100, 250, 500)
+RATES = (25, 50, 100, 250, 500)
 NAMES = (metrics.SEGMENT_METRIC, metrics.HTTP_METRIC, metrics.GRPC_METRIC)
 #: Ours, hop by hop: (label, gRPC service/method, order-entry segment = client-side RTT,
 #: echo server standing in for it).
@@ -433,11 +433,12 @@ def baselines_leaf_index(name: str) -> int | None:
 HOP_NOTE = """Process hops of the pre-venue path (6 RPCs, 6 server processes):
 1. client -> gateway (HTTP/1.1 + JSON, JWT check) 2. gateway -> order-entry (gRPC)
 3. order-entry -> oms ValidateOrder 4. -> risk EvaluateOrder 5. -> router RouteOrder
-(3-5 sequential) 6. order-entry -> venue-gateway SendOrder (returns once the NewOrderSingle is
+(3-5 at once) 6. order-entry -> venue-gateway SendOrder (returns once the NewOrderSingle is
 handed to the FIX engine). Order-entry also takes an order number (sequence block) and
 appends the order's events to PostgreSQL (fsync'd commit) before the venue hand-off.
-The echo chain mirrors the RPC shape: client -> edge -> entry -> oms, risk, router, venue,
-all gRPC (the first hop is gRPC, not HTTP), no database, raw-bytes payload of the same size.
+The echo chain mirrors the RPC shape: client -> edge -> entry -> (oms, risk, router at
+once) -> venue, all gRPC (the first hop is gRPC, not HTTP), no database, raw-bytes payload
+of the same size.
 "Server P50" is the callee's handling time; "call RTT" is the caller-measured round trip
 (ours: order-entry's segment histograms; echo: entry's own timer). Server-side figures are
 Prometheus histogram interpolations (bucket bounds 0.5, 1, 2, 3, 5, 7.5, 10 ms ...).

@@ -1,10 +1,10 @@
 """Bare grpc.aio echo servers shaped like the pre-venue path, for the baseline.
 
 Topology (one process per server, all on loopback; six RPC hops per request, as ours):
-client -> edge (as gateway) -> entry (as order-entry) -> oms, risk, router (sequential)
--> venue (as venue-gateway). Every server echoes raw bytes (no protobuf work) and records
-its handling time; ``entry`` also records the round trip of each child call. The
-``/echo.Echo/Stats`` method returns (and clears) those samples as JSON.
+client -> edge (as gateway) -> entry (as order-entry) -> oms, risk, router (at once, as
+order entry asks them) -> venue (as venue-gateway). Every server echoes raw bytes (no
+protobuf work) and records its handling time; ``entry`` also records the round trip of
+each child call. The ``/echo.Echo/Stats`` method returns (and clears) those samples as JSON.
 
 Run one server: python -m loadtests.echo_chain --port P --children ADDR[,ADDR...]
 """
@@ -12,6 +12,7 @@ Run one server: python -m loadtests.echo_chain --port P --children ADDR[,ADDR...
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -24,6 +25,9 @@ import grpc
 CALL = "/echo.Echo/Call"
 STATS = "/echo.Echo/Stats"
 LEAVES = ("oms", "risk", "router", "venue")
+#: How many of entry's leaves it calls at once before the rest in turn: order entry asks
+#: OMS, risk and the router together, then hands the order to the venue gateway.
+CONCURRENT_LEAVES = 3
 
 
 def _identity(data: bytes) -> bytes:
@@ -31,10 +35,12 @@ def _identity(data: bytes) -> bytes:
 
 
 class EchoServer:
-    """Handles Call by calling each child in turn, then echoing the request."""
+    """Handles Call by calling its first ``concurrent`` children at once, the others in turn,
+    then echoing the request."""
 
-    def __init__(self, children: list[str]) -> None:
+    def __init__(self, children: list[str], concurrent: int = 0) -> None:
         self._children = children
+        self._concurrent = concurrent
         self._channels = [grpc.aio.insecure_channel(a) for a in children]
         self._calls = [ch.unary_unary(CALL, _identity, _identity) for ch in self._channels]
         self.handling: list[float] = []
@@ -42,12 +48,19 @@ class EchoServer:
 
     async def call(self, request: bytes, context: Any) -> bytes:
         started = time.perf_counter()
-        for address, call in zip(self._children, self._calls, strict=True):
-            child_started = time.perf_counter()
-            await call(request, timeout=10)
-            self.child_rtt[address].append(time.perf_counter() - child_started)
+        pairs = list(zip(self._children, self._calls, strict=True))
+        together, in_turn = pairs[: self._concurrent], pairs[self._concurrent :]
+        if together:
+            await asyncio.gather(*(self._timed(a, c, request) for a, c in together))
+        for address, call in in_turn:
+            await self._timed(address, call, request)
         self.handling.append(time.perf_counter() - started)
         return request
+
+    async def _timed(self, address: str, call: Any, request: bytes) -> None:
+        child_started = time.perf_counter()
+        await call(request, timeout=10)
+        self.child_rtt[address].append(time.perf_counter() - child_started)
 
     async def stats(self, request: bytes, context: Any) -> bytes:
         out = json.dumps({"handling": self.handling, "child_rtt": self.child_rtt}).encode()
@@ -60,8 +73,8 @@ def _handler(fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(fn, _identity, _identity)
 
 
-async def serve(port: int, children: list[str]) -> None:
-    echo = EchoServer(children)
+async def serve(port: int, children: list[str], concurrent: int) -> None:
+    echo = EchoServer(children, concurrent)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         [
@@ -86,13 +99,16 @@ def start_chain(base_port: int) -> tuple[dict[str, int], list[subprocess.Popen[b
     """Start the six echo processes (leaves first); return their ports and processes."""
     ports = chain_ports(base_port)
     addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-    plan = [(name, []) for name in LEAVES]
-    plan += [("entry", [addr[n] for n in LEAVES]), ("edge", [addr["entry"]])]
+    plan: list[tuple[str, list[str], int]] = [(name, [], 0) for name in LEAVES]
+    plan += [
+        ("entry", [addr[n] for n in LEAVES], CONCURRENT_LEAVES),
+        ("edge", [addr["entry"]], 0),
+    ]
     procs = []
-    for name, children in plan:
+    for name, children, concurrent in plan:
         cmd = [sys.executable, "-m", "loadtests.echo_chain", "--port", str(ports[name])]
         if children:
-            cmd += ["--children", ",".join(children)]
+            cmd += ["--children", ",".join(children), "--concurrent", str(concurrent)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
         assert proc.stdout is not None
         proc.stdout.readline()
@@ -104,12 +120,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--children", default="")
+    parser.add_argument("--concurrent", type=int, default=0, help="children called at once")
     args = parser.parse_args()
     children = [c for c in args.children.split(",") if c]
     try:
         import uvloop
 
-        uvloop.run(serve(args.port, children))
+        uvloop.run(serve(args.port, children, args.concurrent))
     except KeyboardInterrupt:
         pass
 
