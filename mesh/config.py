@@ -60,6 +60,7 @@ KNOWN_SETTINGS: frozenset[str] = frozenset(
         "port",
         "reflection",
         "max_deadline_ms",
+        "max_in_flight",
         "shutdown_grace_s",
         "metrics_port",
         "log_level",
@@ -145,6 +146,10 @@ class ServiceSettings:
     reflection: bool = False
     #: Longest deadline a caller may give this service; longer ones are cut to it.
     max_deadline_ms: int = dataclasses.field(default=2_000, metadata={"min": 1})
+    #: Calls (health checks aside) the server works on at once; more are refused at once
+    #: with RESOURCE_EXHAUSTED rather than queued behind the others past their deadlines.
+    #: 0 sets no limit.
+    max_in_flight: int = dataclasses.field(default=64, metadata={"min": 0})
     #: Seconds in-flight calls get to finish on shutdown before they are cancelled.
     shutdown_grace_s: float = 5.0
     #: Port for Prometheus metrics over HTTP; 0 disables the endpoint.

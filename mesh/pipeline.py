@@ -62,9 +62,12 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 class ServerPipeline(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary handler of a server and refuses other kinds (see module)."""
 
-    def __init__(self, service: str, *, max_deadline_s: float) -> None:
+    def __init__(self, service: str, *, max_deadline_s: float, max_in_flight: int = 0) -> None:
         self._service = service
         self._max_deadline_s = max_deadline_s
+        #: Calls (health checks aside) served at once before new ones are shed; 0: no limit.
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(  # type: ignore[override]
@@ -102,7 +105,28 @@ class ServerPipeline(grpc.aio.ServerInterceptor):
         handled: dict[grpc.StatusCode, Counter] = {}
         attributes = {"rpc.system": "grpc", "rpc.method": method}
 
+        shed = telemetry.GRPC_HANDLED.labels(
+            self._service, short, grpc.StatusCode.RESOURCE_EXHAUSTED.name
+        )
+
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if quiet:
+                return await serve(request, context)
+            if self._max_in_flight and self._in_flight >= self._max_in_flight:
+                # Shed at once, before any work: past this point every call waits behind the
+                # others for the CPU, and all of them would miss their deadlines.
+                shed.inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{self._service} is serving {self._max_in_flight} calls already; retry later",
+                )
+            self._in_flight += 1
+            try:
+                return await serve(request, context)
+            finally:
+                self._in_flight -= 1
+
+        async def serve(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata() or ())
             offered = metadata.get(CORRELATION_HEADER)
             correlation_id_var.set(correlation_id(offered if isinstance(offered, str) else ""))

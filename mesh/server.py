@@ -71,7 +71,11 @@ async def start(manifest: ServiceManifest, settings: ServiceSettings, app: App) 
     to undo; if anything fails once the app has started, ``app.stop`` runs
     before the error propagates.
     """
-    pipeline = ServerPipeline(manifest.name, max_deadline_s=settings.max_deadline_ms / 1000)
+    pipeline = ServerPipeline(
+        manifest.name,
+        max_deadline_s=settings.max_deadline_ms / 1000,
+        max_in_flight=settings.max_in_flight,
+    )
     server = grpc.aio.server(interceptors=[pipeline], options=GRPC_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

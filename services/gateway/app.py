@@ -57,6 +57,8 @@ class GatewayApp:
         self._manifest = manifest
         self._clients: ClientFactory | None = None
         self._endpoints: dict[str, Endpoint] = {}
+        #: API requests being served; beyond settings.max_in_flight new ones are shed.
+        self._in_flight = 0
 
     @property
     def ready(self) -> bool:
@@ -110,11 +112,26 @@ class GatewayApp:
         )
 
     def _route(self, binding: HttpBinding) -> Route:
+        limit = self.settings.max_in_flight
+
         async def endpoint(request: Request) -> Response:
             serve = self._endpoints.get(binding.method.full_name)
             if serve is None:
                 raise ApiError(503, "UNAVAILABLE", "the gateway is not ready")
-            return await serve(request)
+            # Shed before any work (token, JSON, the upstream call): a request queued behind
+            # more than the platform drains within its budget only turns late.
+            if limit and self._in_flight >= limit:
+                raise ApiError(
+                    429,
+                    "OVERLOADED",
+                    f"the gateway is serving {limit} requests already; retry later",
+                    headers={"Retry-After": "1"},
+                )
+            self._in_flight += 1
+            try:
+                return await serve(request)
+            finally:
+                self._in_flight -= 1
 
         endpoint.__name__ = binding.method.name
         return Route(binding.path, endpoint, methods=[binding.verb], name=binding.method.name)

@@ -32,6 +32,9 @@ class GatewaySettings(ServiceSettings):
     jwt_audience: str = DEFAULT_AUDIENCE
     #: Seconds between reloads of the advisor-to-account assignments.
     entitlements_refresh_s: float = 5.0
+    #: API requests served at once; more are answered 429 OVERLOADED at once, before the
+    #: token is even read. Order entry sheds beyond its own limit as well.
+    max_in_flight: int = dataclasses.field(default=16, metadata={"min": 0})
 
     def __post_init__(self) -> None:
         if self.jwt_public_key_path == Path():

@@ -79,8 +79,11 @@ class FakeOrders(
     by_client_id: dict[tuple[str, str], str] = field(default_factory=dict)
     received: list[order_entry_pb2.SubmitOrderRequest] = field(default_factory=list)
     trace_ids: list[str] = field(default_factory=list)
+    #: Cleared by a test to keep submissions waiting in the upstream.
+    open_for_business: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
+        self.open_for_business.set()
         self._book(
             order_pb2.Order(
                 order_id=OTHER_ADVISORS_ORDER,
@@ -107,6 +110,7 @@ class FakeOrders(
     ) -> order_entry_pb2.SubmitOrderResponse:
         self.received.append(request)
         self.trace_ids.append(telemetry.current_trace_id())
+        await self.open_for_business.wait()
         key = (request.account_id, request.client_order_id)
         duplicate = key in self.by_client_id
         if not duplicate:
@@ -491,6 +495,40 @@ async def _status_within(
 
 
 # -- documentation, health and telemetry -----------------------------------------------------
+
+
+async def test_requests_beyond_the_in_flight_limit_are_shed_before_any_work(
+    platform: Platform,
+) -> None:
+    # Arrange: the gateway's whole allowance waits in the upstream.
+    headers = _bearer(platform.token_for("ADV-1207"))
+    limit = platform.gateway.app.settings.max_in_flight
+    platform.orders.open_for_business.clear()
+    waiting = [
+        asyncio.ensure_future(
+            platform.client.post(
+                "/v1/orders", content=_body(client_order_id=f"CO-SHED-{n}"), headers=headers
+            )
+        )
+        for n in range(limit)
+    ]
+    try:
+        for _ in range(200):
+            if sum("SHED" in r.client_order_id for r in platform.orders.received) == limit:
+                break
+            await asyncio.sleep(0.05)
+
+        # Act: one more, with no token at all.
+        shed = await platform.client.post("/v1/orders", content=_body(client_order_id="CO-X"))
+    finally:
+        platform.orders.open_for_business.set()
+    served = await asyncio.gather(*waiting)
+
+    # Assert
+    assert shed.status_code == 429
+    assert _error(shed)["code"] == "OVERLOADED"
+    assert shed.headers["retry-after"] == "1"
+    assert [r.status_code for r in served] == [201] * limit
 
 
 async def test_openapi_and_docs_are_served_locally(platform: Platform) -> None:

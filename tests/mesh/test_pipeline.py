@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
 from brokermesh._buf.validate import validate_pb2
@@ -530,3 +531,32 @@ async def test_annotated_fields_do_not_carry_over_to_the_next_call(
         await served.query.GetOrder(get_order(), timeout=5)
 
     assert _logged_fields(caplog, "state") == ["FILLED", None]
+
+
+@pytest.mark.asyncio
+async def test_calls_beyond_the_in_flight_limit_are_shed_at_once_while_health_still_answers() -> (
+    None
+):
+    release = asyncio.Event()
+
+    async def held(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await release.wait()
+        return order_query_pb2.GetOrderResponse()
+
+    before = _handled("RESOURCE_EXHAUSTED")
+    async with serving(ProbeApp(GetOrder=held), max_in_flight=1) as served:
+        first = asyncio.ensure_future(served.query.GetOrder(get_order(), timeout=5))
+        await asyncio.sleep(0.2)
+
+        with pytest.raises(grpc.aio.AioRpcError) as shed:
+            await served.query.GetOrder(get_order(), timeout=5)
+        health = await health_pb2_grpc.HealthStub(served.channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        release.set()
+        await first
+
+    assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "serving 1 calls already" in (shed.value.details() or "")
+    assert _handled("RESOURCE_EXHAUSTED") == before + 1
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
