@@ -454,7 +454,9 @@ def render(args: argparse.Namespace, ours: dict[int, Any], base: dict[str, Any])
                 "# Pre-venue benchmark (open loop, REST)",
                 f"Machine: {psutil.cpu_count()} cores. {args.duration:.0f} s per rate for ours, "
                 f"{args.baseline_duration:.0f} s per rate and baseline. Latency is measured from "
-                "each request's scheduled start (client-side, perf_counter).",
+                "each request's scheduled start (client-side, perf_counter), over the orders "
+                "accepted; errors count the rest (shed with 429 OVERLOADED once the platform is "
+                "full, or failed), by outcome in the breakdown below.",
                 f"PostgreSQL settings in the insert baseline: {base.get('asyncpg_settings')}",
                 "## Ours vs baselines",
                 summary_table(ours, base),
