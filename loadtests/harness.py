@@ -1,7 +1,9 @@
-"""Find, start and stop a local brokermesh platform, and measure its CPU time."""
+"""Find, start and stop a local brokermesh platform, provision its load-test account, and
+measure its CPU time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,10 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import psutil
 
 from brokermesh.platform.layout import HOST, Layout
 from brokermesh.services.registry import MANIFESTS
+from loadtests import orders
 
 READY_LINE = "platform is up"
 SERVICE_MODULE_PREFIX = "brokermesh.services."
@@ -63,6 +67,47 @@ def mint_token(endpoints: Endpoints, advisor: str = "ADV-1207") -> str:
         text=True,
     )
     return out.stdout.strip()
+
+
+_PROVISION = (
+    """
+    INSERT INTO accounts (account_id, name, status, cash, permissions)
+    VALUES ($1, 'Load test', 'ACTIVE', $2, '{EQUITY}')
+    ON CONFLICT (account_id) DO UPDATE SET status = 'ACTIVE', cash = EXCLUDED.cash
+    """,
+    """
+    INSERT INTO advisor_accounts (advisor_id, account_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING
+    """,
+    """
+    INSERT INTO positions (account_id, symbol, quantity)
+    SELECT $1, symbol, $2 FROM unnest($3::text[]) AS symbol
+    ON CONFLICT (account_id, symbol) DO UPDATE SET quantity = EXCLUDED.quantity
+    """,
+)
+#: Longest interval at which the services re-read accounts (OMS and risk books: 3 s) and
+#: assignments (gateway entitlements: 5 s), with a margin.
+BOOKS_REFRESH_S = 7.0
+
+
+def provision(endpoints: Endpoints) -> None:
+    """Give the load tests their own funded account, assigned to their advisor, and wait
+    until the services have read it; idempotent."""
+    asyncio.run(_provision(endpoints.layout.owner_dsn))
+    time.sleep(BOOKS_REFRESH_S)
+
+
+async def _provision(dsn: str) -> None:
+    accounts, assignment, positions = _PROVISION
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        async with conn.transaction():
+            await conn.execute(accounts, orders.ACCOUNT, orders.ACCOUNT_CASH)
+            await conn.execute(assignment, orders.ADVISOR, orders.ACCOUNT)
+            symbols = [symbol for symbol, _ in orders.SYMBOLS]
+            await conn.execute(positions, orders.ACCOUNT, orders.ACCOUNT_SHARES, symbols)
+    finally:
+        await conn.close()
 
 
 class Platform:

@@ -1,11 +1,13 @@
 """The blueprint order, varied so a long run stays tradable: alternating BUY/SELL small
-marketable limit orders on liquid symbols ACC-987654 holds.
+marketable limit orders on liquid symbols, for an account of the load tests' own.
 
 Each order crosses the spread by a few cents, well inside the risk price collar, so it
 fills at once against the venue's book. Buys and sells alternate per symbol, so cash and
-positions oscillate instead of draining: a run of any length keeps passing OMS
-validation (buying power, holdings) and concentration, and measures the whole pre-venue
-path rather than an early rejection.
+positions oscillate. Sale proceeds settle on T+1, though, so buys still spend cash the
+sells do not give back the same day: the account (:data:`ACCOUNT`, which the harness
+provisions with :data:`ACCOUNT_CASH` and :data:`ACCOUNT_SHARES` of each symbol) is funded
+for far longer runs than the benchmarks make, so they measure the whole pre-venue path
+rather than an early rejection for buying power.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-ACCOUNT = "ACC-987654"
+#: The load tests' own account, assigned to ADVISOR (see loadtests.harness.provision).
+ACCOUNT = "ACC-LOADTEST"
 ADVISOR = "ADV-1207"
-#: Liquid symbols the account holds (AAPL 1500, MSFT 800, SPY 1200) at reference prices.
+ACCOUNT_CASH = Decimal("10000000000.00")
+ACCOUNT_SHARES = 10_000_000
+#: Liquid symbols the account holds (ACCOUNT_SHARES each), at their reference prices.
 SYMBOLS: tuple[tuple[str, Decimal], ...] = (
     ("AAPL", Decimal("189.50")),
     ("MSFT", Decimal("415.20")),

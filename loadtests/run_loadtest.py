@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import metrics, report
-from loadtests.harness import Endpoints, Platform, mint_token
+from loadtests.harness import Endpoints, Platform, mint_token, provision
 from loadtests.stats import BLUEPRINT_MS, Check, exit_code, summarize, verdict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,6 +163,7 @@ def render(
 
 
 def run(args: argparse.Namespace, endpoints: Endpoints) -> int:
+    provision(endpoints)
     stem = f"loadtest-{report.timestamp()}"
     urls = endpoints.all_metrics_urls()
     before = metrics.scrape(urls, NAMES)
