@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from brokermesh.platform.layout import APP_ROLE, OWNER_ROLE
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.platform.postgres import LocalPostgres
+from tests.processes import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +58,6 @@ class FreshDatabase:
     name: str
     owner_dsn: str
     app_dsn: str
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

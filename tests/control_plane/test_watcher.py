@@ -23,8 +23,9 @@ from brokermesh.mesh import controls as mesh_controls
 from brokermesh.mesh.controls import ControlsWatcher
 from brokermesh.mesh.jetstream import CONTROLS
 from brokermesh.platform.nats import LocalNats
+from tests.processes import free_port
 
-from .support import ControlPlaneProcess, free_port, operator
+from .support import ControlPlaneProcess, operator
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -38,14 +37,9 @@ from brokermesh.mesh.fix.messages import (
     new_order_single,
     order_status_request,
 )
+from tests.processes import free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def broker_side(tmp_path: Path, port: int, venue: str = "VENUE") -> FixSessionConfig:

@@ -25,7 +25,7 @@ from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.services.ledger import checkpoints
 from brokermesh.services.ledger.checkpoints import Checkpointer
-from tests.platform.support import free_port
+from tests.processes import free_port
 
 
 @pytest_asyncio.fixture

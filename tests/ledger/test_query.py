@@ -6,7 +6,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,16 +30,11 @@ from brokermesh.trading.v1.order_query_pb2 import (
     OrderView,
 )
 from brokermesh.trading.v1.order_query_pb2_grpc import OrderQueryServiceStub
+from tests.processes import free_port
 
 from .support import FILLED_PATH, append_order, lifecycle, new_order
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
@@ -154,7 +148,7 @@ async def test_queries_are_served_while_nats_is_down(
     settings = LedgerSettings(
         port=0,
         database_url=postgres.app_dsn,
-        nats_url=f"nats://127.0.0.1:{_free_port()}",
+        nats_url=f"nats://127.0.0.1:{free_port()}",
         data_dir=tmp_path,
     )
 
@@ -172,7 +166,7 @@ async def test_the_ledger_process_relays_projects_and_serves(
     conn: asyncpg.Connection,
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BROKERMESH_PORT": str(port),

@@ -25,8 +25,7 @@ from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.platform.postgres import LocalPostgres
 from brokermesh.trading.v1 import order_pb2, validation_pb2, validation_pb2_grpc
-
-from .support import ServiceProcess, eventually, free_port
+from tests.processes import ServiceProcess, eventually, free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 

@@ -18,8 +18,7 @@ from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.events.v1 import order_events_pb2
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.trading.v1 import order_pb2, order_query_pb2, validation_pb2, validation_pb2_grpc
-
-from .support import ServiceProcess, eventually
+from tests.processes import ServiceProcess, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the platform tests: free ports and waiting for processes to go away."""
+"""Helpers shared by the platform tests: whether a port is free, and waiting for processes to go."""
 
 from __future__ import annotations
 
@@ -7,13 +7,6 @@ import time
 from collections.abc import Iterable
 
 import psutil
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def port_free(port: int) -> bool:

@@ -30,8 +30,7 @@ from brokermesh.mesh.jetstream import (
     ensure_jetstream,
 )
 from brokermesh.platform.nats import LocalNats
-
-from .support import free_port
+from tests.processes import free_port
 
 
 @pytest_asyncio.fixture

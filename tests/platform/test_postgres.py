@@ -13,7 +13,7 @@ import pytest
 
 from brokermesh.platform.layout import OWNER_ROLE
 from brokermesh.platform.postgres import LocalPostgres, bundled_bin_dir, find_bin_dir
-from tests.platform.support import free_port
+from tests.processes import free_port
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from typing import Any
 
 from brokermesh.platform.layout import Layout, write_state
 from brokermesh.services.registry import by_name
-
-from .support import free_port
+from tests.processes import free_port
 
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:

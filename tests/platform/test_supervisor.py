@@ -34,8 +34,9 @@ from brokermesh.platform.supervisor import (
     service_env,
 )
 from brokermesh.services.registry import MANIFESTS, by_name
+from tests.processes import free_port
 
-from .support import free_port, port_free, process_tree, processes_using, wait_gone
+from .support import port_free, process_tree, processes_using, wait_gone
 
 OFFSET = 100
 LAYOUT = Layout(Path("/srv/bm"), OFFSET)

@@ -29,8 +29,7 @@ from brokermesh.domain import states
 from brokermesh.events.v1 import order_events_pb2
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.trading.v1 import order_pb2, risk_pb2, risk_pb2_grpc
-
-from .support import ServiceProcess, eventually
+from tests.processes import ServiceProcess, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

@@ -16,8 +16,7 @@ from brokermesh.control.v1 import control_pb2
 from brokermesh.domain.exposure import ACCOUNT_HEADER
 from brokermesh.mesh import controls as mesh_controls
 from brokermesh.trading.v1 import market_data_pb2, order_pb2, risk_pb2, risk_pb2_grpc
-
-from .support import ServiceProcess, eventually
+from tests.processes import ServiceProcess, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

@@ -26,8 +26,7 @@ from brokermesh.trading.v1 import (
     venue_pb2,
     venue_pb2_grpc,
 )
-
-from .support import ServiceProcess, eventually, free_port
+from tests.processes import ServiceProcess, eventually, free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 

@@ -24,8 +24,9 @@ import pytest_asyncio
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.trading.v1 import venue_pb2_grpc
+from tests.processes import free_port
 
-from .support import TradeCaptureServer, VenueGatewayProcess, a_venue, free_port
+from .support import TradeCaptureServer, VenueGatewayProcess, a_venue
 
 
 @dataclass

@@ -10,36 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokermesh.mesh import server
 from brokermesh.services.trade_capture.app import TradeCaptureApp
 from brokermesh.services.trade_capture.manifest import MANIFEST as TRADE_CAPTURE
 from brokermesh.services.trade_capture.settings import TradeCaptureSettings
 from brokermesh.services.venue_sim.runner import run_venue
+from tests import processes
+from tests.processes import ServiceProcess, free_port
 
 T = TypeVar("T")
-
-#: Seconds a freshly started gateway gets to report SERVING.
-START_TIMEOUT_S = 45.0
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +81,11 @@ class TradeCaptureServer:
 
 
 class VenueGatewayProcess:
-    """The venue gateway as a process of its own, with its data (FIX store, journal) kept."""
+    """The venue gateway as a process of its own, with its data (FIX store, journal) kept.
+
+    Its lifecycle is awaitable: trade capture runs in the test's own loop and has to go on
+    serving while the gateway starts and stops.
+    """
 
     def __init__(
         self,
@@ -110,12 +97,7 @@ class VenueGatewayProcess:
         venue_ports: dict[str, int],
         logon_timeout_s: float = 10.0,
     ) -> None:
-        self.port = port
-        self.address = f"127.0.0.1:{port}"
-        self.data_dir = data_dir
-        self._env = {
-            "BROKERMESH_PORT": str(port),
-            "BROKERMESH_DATA_DIR": str(data_dir),
+        env = {
             "BROKERMESH_NATS_URL": nats_url,
             "BROKERMESH_UPSTREAMS": f"trade-capture=127.0.0.1:{trade_capture_port}",
             "BROKERMESH_VENUE_GATEWAY_VENUE_FIX_PORTS": ",".join(
@@ -125,84 +107,41 @@ class VenueGatewayProcess:
             "BROKERMESH_VENUE_GATEWAY_LOGON_TIMEOUT_S": str(logon_timeout_s),
             "BROKERMESH_VENUE_GATEWAY_HEARTBEAT_S": "2",
         }
-        self._log_path = data_dir / "venue-gateway.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = ServiceProcess(
+            "brokermesh.services.venue_gateway",
+            data_dir,
+            env,
+            port=port,
+            log_name="venue-gateway.log",
+        )
+        self.address = self._process.address
 
     @property
     def journal_path(self) -> Path:
-        return self.data_dir / "journal" / "executions.sqlite3"
+        return self._process.data_dir / "journal" / "executions.sqlite3"
 
     async def start(self) -> None:
         """Start the process and wait until its health check reports SERVING."""
-        self._process = self._spawn()
-        await self._wait_serving()
+        await asyncio.to_thread(self._process.start)
 
     async def kill(self) -> None:
         """SIGKILL: the process gets no chance to finish anything."""
-        await asyncio.to_thread(self._end, signal.SIGKILL)
+        await asyncio.to_thread(self._process.kill)
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; safe to call when it never started."""
-        await asyncio.to_thread(self._end, signal.SIGTERM)
+        await asyncio.to_thread(self._process.stop)
 
     def pause(self) -> None:
         """SIGSTOP: the process hangs, its sockets open, answering nothing."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
+        self._process.pause()
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
+        self._process.resume()
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        # Only the settings under test: stray BROKERMESH_* variables must not leak in.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERMESH_")}
-        env.update(self._env)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._log_path.open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "brokermesh.services.venue_gateway"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def _end(self, how: signal.Signals) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(how)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-    async def _wait_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self._process is None or self._process.poll() is not None:
-                    raise RuntimeError(f"venue gateway exited early:\n{self.log_tail()}")
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                except grpc.aio.AioRpcError:
-                    await asyncio.sleep(0.1)
-                    continue
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(
-            f"venue gateway not SERVING after {START_TIMEOUT_S} s:\n{self.log_tail()}"
-        )
+        return self._process.log_tail(lines)
 
 
 async def eventually(
@@ -212,10 +151,5 @@ async def eventually(
     timeout_s: float = 20.0,
     interval_s: float = 0.1,
 ) -> T:
-    """Call ``probe`` until ``accept`` likes its result; the last result after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if accept(result) or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(interval_s)
+    """:func:`tests.processes.eventually`, with the longer patience a FIX round trip needs."""
+    return await processes.eventually(probe, accept, timeout_s=timeout_s, interval_s=interval_s)

@@ -17,10 +17,11 @@ from brokermesh.mesh.fix.journal import ExecutionJournal
 from brokermesh.trading.v1 import venue_pb2, venue_pb2_grpc
 from brokermesh.trading.v1.order_pb2 import Order
 from brokermesh.trading.v1.order_query_pb2 import OrderView
+from tests.processes import free_port
 from tests.trade_capture.support import new_order, record_routed, view_of
 
 from .conftest import Rig
-from .support import VenueGatewayProcess, eventually, free_port
+from .support import VenueGatewayProcess, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,17 +29,12 @@ from brokermesh.mesh.fix.messages import (
     order_status_request,
 )
 from brokermesh.services.venue_sim.runner import run_venue
+from tests.processes import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
 Reports = asyncio.Queue[tuple[str, Execution]]
 _ids = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
