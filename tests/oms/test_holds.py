@@ -7,7 +7,6 @@ the holds and events of one test reach no other.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,48 +14,31 @@ from typing import Any
 
 import asyncpg
 import grpc
-import nats
 import pytest
 import pytest_asyncio
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from brokermesh.common.v1 import common_pb2
-from brokermesh.domain import events as order_events
 from brokermesh.domain import eventstore, states
-from brokermesh.events.v1 import order_events_pb2
 from brokermesh.platform.migrate import apply_migrations
 from brokermesh.trading.v1 import order_pb2, validation_pb2, validation_pb2_grpc
+from tests.orderstream import OrderStream, fill, lifecycle, limit_buy, order_stream
 from tests.processes import ServiceProcess, eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
-S = order_pb2
 Stub = validation_pb2_grpc.OrderValidationServiceStub
 SMALL_ACCOUNT = "ACC-987655"  # 2,000.00 cash, no positions
 LARGE_ACCOUNT = "ACC-987654"  # holds 1,500 AAPL
-SYSTEM = common_pb2.Actor(type=common_pb2.ACTOR_TYPE_SYSTEM, id="oms-tests")
 
 
-def buy(order_id: str, quantity: int, account_id: str = SMALL_ACCOUNT) -> order_pb2.Order:
-    """A limit buy of ``quantity`` AAPL at 189.50."""
-    return order_pb2.Order(
-        order_id=order_id,
-        client_order_id=f"CO-{order_id}",
-        account_id=account_id,
-        advisor_id="ADV-1207",
-        symbol="AAPL",
-        side=common_pb2.SIDE_BUY,
-        quantity=quantity,
-        order_type=common_pb2.ORDER_TYPE_LIMIT,
-        limit_price="189.50",
-        time_in_force=common_pb2.TIME_IN_FORCE_DAY,
-    )
+def buy(order_id: str, quantity: int) -> order_pb2.Order:
+    """A limit buy of ``quantity`` AAPL at 189.50 by the account with 2,000.00 cash."""
+    return limit_buy(order_id, quantity, SMALL_ACCOUNT)
 
 
 def sell(order_id: str, quantity: int) -> order_pb2.Order:
     """A limit sell of ``quantity`` AAPL at 189.50 by the account that holds 1,500."""
-    order = buy(order_id, quantity, account_id=LARGE_ACCOUNT)
+    order = limit_buy(order_id, quantity, LARGE_ACCOUNT)
     order.side = common_pb2.SIDE_SELL
     return order
 
@@ -69,44 +51,13 @@ def buying_power(response: validation_pb2.ValidateOrderResponse) -> str:
     return next(d.reason for d in response.decisions if d.policy == "buying_power")
 
 
-def lifecycle(order: order_pb2.Order, *steps: int) -> list[order_events_pb2.OrderEvent]:
-    """The order's events moving it through ``steps``, versions from 1, details filled."""
-    events = []
-    for version, state in enumerate(steps, start=1):
-        event = order_events.new_event(order, state, version=version, actor=SYSTEM)
-        getattr(event, order_events.detail_field(state)).SetInParent()
-        events.append(event)
-    return events
-
-
-def partial_fill(
-    order: order_pb2.Order, version: int, quantity: int, price: str, cumulative: int
-) -> order_events_pb2.OrderEvent:
-    event = order_events.new_event(order, states.PARTIALLY_FILLED, version=version, actor=SYSTEM)
-    event.filled.fill.exec_id = f"E-{uuid.uuid4().hex[:8]}"
-    event.filled.fill.quantity = quantity
-    event.filled.fill.price = price
-    event.filled.cumulative_quantity = cumulative
-    event.filled.leaves_quantity = order.quantity - cumulative
-    return event
-
-
 @dataclass
 class Oms:
-    """An OMS of the test's own: its stub, its stream, and its database."""
+    """An OMS of the test's own: its stub, the stream it follows, and its database."""
 
     stub: Stub
-    js: JetStreamContext
-    stream: str
-    prefix: str
+    orders: OrderStream
     database: Any
-
-    async def publish(self, *events: order_events_pb2.OrderEvent) -> None:
-        for event in events:
-            await self.js.publish(
-                f"{self.prefix}.orders.{order_events.detail_field(event.state)}",
-                event.SerializeToString(),
-            )
 
 
 @pytest_asyncio.fixture
@@ -115,44 +66,35 @@ async def start_oms(
 ) -> AsyncIterator[Callable[..., Any]]:
     """Starts an OMS on a fresh database and a stream of its own, with extra settings."""
     await apply_migrations(fresh_database.owner_dsn)
-    prefix = f"omsholds{uuid.uuid4().hex[:8]}"
-    stream = prefix.upper()
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream(timeout=5)
-    await js.add_stream(name=stream, subjects=[f"{prefix}.orders.>"])
     processes: list[ServiceProcess] = []
     channels: list[grpc.aio.Channel] = []
+    async with order_stream(nats_server.url, "omsholds") as orders:
 
-    async def start(**settings: str) -> Oms:
-        process = ServiceProcess(
-            "brokermesh.services.oms",
-            tmp_path,
-            {
-                "BROKERMESH_DATABASE_URL": fresh_database.app_dsn,
-                "BROKERMESH_NATS_URL": nats_server.url,
-                "BROKERMESH_OMS_ORDERS_STREAM": stream,
-                "BROKERMESH_OMS_ORDERS_SUBJECT": f"{prefix}.orders.>",
-                **{f"BROKERMESH_OMS_{name.upper()}": value for name, value in settings.items()},
-            },
-        )
-        processes.append(process)
-        await asyncio.to_thread(process.start)
-        channel = grpc.aio.insecure_channel(process.address)
-        channels.append(channel)
-        return Oms(Stub(channel), js, stream, prefix, fresh_database)
+        async def start(**settings: str) -> Oms:
+            process = ServiceProcess(
+                "brokermesh.services.oms",
+                tmp_path,
+                {
+                    "BROKERMESH_DATABASE_URL": fresh_database.app_dsn,
+                    "BROKERMESH_NATS_URL": nats_server.url,
+                    "BROKERMESH_OMS_ORDERS_STREAM": orders.name,
+                    "BROKERMESH_OMS_ORDERS_SUBJECT": orders.subject,
+                    **{f"BROKERMESH_OMS_{name.upper()}": value for name, value in settings.items()},
+                },
+            )
+            processes.append(process)
+            await asyncio.to_thread(process.start)
+            channel = grpc.aio.insecure_channel(process.address)
+            channels.append(channel)
+            return Oms(Stub(channel), orders, fresh_database)
 
-    try:
-        yield start
-    finally:
-        for channel in channels:
-            await channel.close()
-        for process in processes:
-            process.stop()
         try:
-            await js.delete_stream(stream)
-        except NotFoundError:
-            pass
-        await nc.close()
+            yield start
+        finally:
+            for channel in channels:
+                await channel.close()
+            for process in processes:
+                process.stop()
 
 
 async def test_concurrent_buys_that_together_exceed_buying_power_pass_exactly_once(
@@ -223,7 +165,7 @@ async def test_refusal_event_of_the_order_releases_its_hold(
     await validate(oms.stub, held)
     before = await validate(oms.stub, other)
 
-    await oms.publish(*lifecycle(held, *refusal))
+    await oms.orders.publish(*lifecycle(held, *refusal))
     after = await eventually(lambda: validate(oms.stub, other), lambda r: r.passed)
 
     assert not before.passed
@@ -242,10 +184,10 @@ async def test_order_events_take_over_from_the_hold_without_changing_buying_powe
 
     # The probe watches the available cash while the order's events arrive one by one.
     for event in lifecycle(held, states.NEW, states.VALIDATED, states.RISK_APPROVED, states.ROUTED):
-        await oms.publish(event)
+        await oms.orders.publish(event)
         for _ in range(5):
             samples.append(buying_power(await validate(oms.stub, probe)))
-    await oms.publish(partial_fill(held, 5, 2, "189.00", cumulative=2))
+    await oms.orders.publish(fill(held, 5, 2, "189.00", cumulative=2))
     filled = await eventually(
         lambda: validate(oms.stub, probe), lambda r: "$864.00" in buying_power(r)
     )
@@ -262,12 +204,12 @@ async def test_hold_of_an_order_never_recorded_expires_only_while_the_feed_is_li
     held = buy("ORD-20260316-00000601", 6)
     other = buy("ORD-20260316-00000602", 5)
     # Without its stream the feed cannot be caught up: the live clock stands still.
-    await oms.js.delete_stream(oms.stream)
+    await oms.orders.js.delete_stream(oms.orders.name)
     await validate(oms.stub, held)
 
     await asyncio.sleep(4)
     while_down = await validate(oms.stub, other)
-    await oms.js.add_stream(name=oms.stream, subjects=[f"{oms.prefix}.orders.>"])
+    await oms.orders.js.add_stream(name=oms.orders.name, subjects=[oms.orders.subject])
     once_live = await eventually(
         lambda: validate(oms.stub, other), lambda r: r.passed, timeout_s=30
     )
