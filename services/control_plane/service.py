@@ -57,6 +57,8 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 OUTCOME_MSG_ID_SUFFIX = ".outcome"
 #: Audit records fetched from the stream concurrently when listing history.
 _HISTORY_BATCH = 64
+#: Reads of the controls key's history before a read that needs it gives up.
+_HISTORY_ATTEMPTS = 5
 
 T = TypeVar("T")
 Mutation = Callable[[control_pb2.TradingControls], None]
@@ -117,7 +119,8 @@ class ControlsStore:
                 "controls key was deleted at revision %d; using the newest valid value before it",
                 exc.entry.revision,
             )
-            return await self._newest_valid(), int(exc.entry.revision)
+            deleted_at = int(exc.entry.revision)
+            return await self._newest_valid(deleted_at), deleted_at
         revision = int(entry.revision or 0)
         try:
             return mesh_controls.decode_controls(entry.value or b"", revision), revision
@@ -127,14 +130,32 @@ class ControlsStore:
                 revision,
                 exc,
             )
-            return await self._newest_valid(), revision
+            return await self._newest_valid(revision), revision
 
-    async def _newest_valid(self) -> control_pb2.TradingControls:
-        """Walk the key's history (the bucket keeps 64 revisions) back to a usable value."""
-        try:
-            entries = await self._kv.history(mesh_controls.KEY)
-        except nats.js.errors.NoKeysError:
-            return mesh_controls.default_controls()
+    async def _newest_valid(self, latest_revision: int) -> control_pb2.TradingControls:
+        """Walk the key's history (the bucket keeps 64 revisions) back to a usable value.
+
+        nats-py can end a history early, or return none, when the entries reach its
+        watcher before its own consumer-info check; taking such a history for the whole
+        one would turn a halt into the defaults. A history counts only once it reaches
+        ``latest_revision``, the revision just read.
+        """
+        for _ in range(_HISTORY_ATTEMPTS):
+            try:
+                entries = await self._kv.history(mesh_controls.KEY)
+            except nats.js.errors.NoKeysError:
+                entries = []
+            if entries and int(entries[-1].revision or 0) >= latest_revision:
+                break
+            _LOGGER.info(
+                "history of the controls key ended before revision %d; reading it again",
+                latest_revision,
+            )
+        else:
+            raise Unavailable(
+                f"the history of the controls key did not reach revision {latest_revision} "
+                f"in {_HISTORY_ATTEMPTS} reads; try again"
+            )
         for entry in reversed(entries):
             if entry.operation in (KV_DEL, KV_PURGE):
                 continue
