@@ -19,19 +19,33 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
 
+from brokermesh.domain import states
 from brokermesh.mesh.pipeline import violation_field
 from brokermesh.services.gateway import errors, jsonmap
 from brokermesh.services.gateway.auth import AuthError, Principal, TokenVerifier
 from brokermesh.services.gateway.entitlements import Entitlements
-from brokermesh.services.gateway.observability import observe_gateway_auth, request_info
+from brokermesh.services.gateway.observability import (
+    observe_gateway_auth,
+    observe_prevenue_total,
+    request_info,
+)
 from brokermesh.services.gateway.openapi import success_status
 from brokermesh.services.gateway.routes import HttpBinding, path_param_name
+from brokermesh.trading.v1 import order_entry_pb2
 
 #: A bound gRPC method: request in, response out.
 Rpc = Callable[[Message], Awaitable[Message]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _VALIDATOR = protovalidate.Validator()
+#: The method whose answers end the pre-venue path.
+_SUBMIT_ORDER = (
+    order_entry_pb2.DESCRIPTOR.services_by_name["OrderEntryService"]
+    .methods_by_name["SubmitOrder"]
+    .full_name
+)
+#: The states a just-submitted order can be in once its NewOrderSingle has left.
+_AT_VENUE = frozenset({states.ROUTED, states.PARTIALLY_FILLED, states.FILLED})
 
 
 class Guard:
@@ -78,6 +92,7 @@ class Guard:
 def make_endpoint(binding: HttpBinding, rpc: Rpc, guard: Guard) -> Endpoint:
     """The Starlette endpoint serving ``binding`` by calling ``rpc``."""
     request_class = message_factory.GetMessageClass(binding.method.input_type)
+    ends_prevenue_path = binding.method.full_name == _SUBMIT_ORDER
 
     async def endpoint(request: Request) -> Response:
         principal = guard.authenticate(request)
@@ -91,6 +106,8 @@ def make_endpoint(binding: HttpBinding, rpc: Rpc, guard: Guard) -> Endpoint:
         except grpc.aio.AioRpcError as exc:
             raise errors.from_rpc_error(exc) from exc
         guard.check_response(principal, answer)
+        if ends_prevenue_path and _handed_to_venue(answer):
+            observe_prevenue_total(request.scope)
         return _respond(binding, message, answer, request)
 
     endpoint.__name__ = binding.method.name
@@ -140,6 +157,12 @@ def _respond(binding: HttpBinding, sent: Message, answer: Message, request: Requ
     if getattr(answer, "duplicate", False) is True:
         status = 200
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _handed_to_venue(answer: Message) -> bool:
+    """A new order (no repeated client_order_id) whose NewOrderSingle has left: only those
+    went the whole pre-venue path; blocked and rejected ones stopped short of it."""
+    return not getattr(answer, "duplicate", False) and getattr(answer, "status", None) in _AT_VENUE
 
 
 def _field_value(message: Message, name: str) -> Any:

@@ -65,6 +65,13 @@ def observe_gateway_auth(scope: Scope) -> None:
     telemetry.PREVENUE_SEGMENT_SECONDS.labels("gateway_auth").observe(elapsed)
 
 
+def observe_prevenue_total(scope: Scope) -> None:
+    """Record the ``total`` segment: receipt until order entry's answer, which it gives only
+    once the order's NewOrderSingle is with the FIX engine."""
+    elapsed = time.perf_counter() - request_info(scope).started
+    telemetry.PREVENUE_SEGMENT_SECONDS.labels("total").observe(elapsed)
+
+
 class RequestTelemetry:
     """ASGI middleware: root span, logging context, log line and metrics per HTTP request."""
 

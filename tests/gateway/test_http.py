@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,8 @@ class FakeOrders(
     trace_ids: list[str] = field(default_factory=list)
     #: Cleared by a test to keep submissions waiting in the upstream.
     open_for_business: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The state a new order is answered with; set by a test, reset afterwards.
+    new_order_state: int = order_pb2.ORDER_STATE_NEW
 
     async def start(self) -> None:
         self.open_for_business.set()
@@ -148,7 +151,7 @@ class FakeOrders(
         ]
         self.views[order.order_id] = order_query_pb2.OrderView(
             order=order,
-            state=order_pb2.ORDER_STATE_NEW,
+            state=self.new_order_state,
             leaves_quantity=order.quantity,
             policy_decisions=decisions,
             stream_version=1,
@@ -559,6 +562,43 @@ async def test_unknown_path_answers_the_error_envelope(platform: Platform) -> No
 
     assert response.status_code == 404
     assert _error(response)["code"] == "NOT_FOUND"
+
+
+def _prevenue_totals() -> float:
+    return (
+        REGISTRY.get_sample_value("brokermesh_prevenue_segment_seconds_count", {"segment": "total"})
+        or 0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "counted"),
+    [
+        (order_pb2.ORDER_STATE_ROUTED, True),
+        (order_pb2.ORDER_STATE_FILLED, True),
+        (order_pb2.ORDER_STATE_BLOCKED, False),
+        (order_pb2.ORDER_STATE_REJECTED, False),
+    ],
+    ids=["routed", "filled", "blocked", "rejected"],
+)
+async def test_the_prevenue_total_counts_only_new_orders_handed_to_a_venue(
+    platform: Platform, state: int, counted: bool
+) -> None:
+    headers = _bearer(platform.token_for("ADV-1207"))
+    body = _body(client_order_id=f"CO-TOTAL-{uuid.uuid4().hex[:8]}")
+    platform.orders.new_order_state = state
+    try:
+        before = _prevenue_totals()
+        first = await platform.client.post("/v1/orders", content=body, headers=headers)
+        after_first = _prevenue_totals()
+        repeated = await platform.client.post("/v1/orders", content=body, headers=headers)
+    finally:
+        platform.orders.new_order_state = order_pb2.ORDER_STATE_NEW
+
+    assert (first.status_code, repeated.status_code) == (201, 200)
+    assert after_first == before + (1 if counted else 0)
+    # A repeated client_order_id answers the first order without a second trip to the venue.
+    assert _prevenue_totals() == after_first
 
 
 async def test_requests_are_counted_by_route_template(platform: Platform) -> None:
