@@ -3,12 +3,13 @@
 Starts ``brokermesh up --port-offset 7000`` in a temporary data dir, then for each rate
 (25, 50, 100, 250, 500 orders/s) POSTs /v1/orders open loop with aiohttp (HTTP/1.1 keep-alive
 pool), measuring client latency from each request's scheduled start, the server-side
-segments and gateway total from the Prometheus histograms, throughput and the platform's CPU
-time per order (psutil, whole process tree incl. PostgreSQL and NATS). The same rates drive
-three baselines: (a) a bare grpc.aio echo chain with the same six RPC hops (client->edge->
-entry->oms,risk,router at once->venue), (b) a durable asyncpg insert (fsync, synchronous_commit on)
-into the platform's PostgreSQL, (c) a JetStream publish to the platform's NATS
-(sync_interval always). Writes results/bench-<ts>.json/.md and results/latest.md.
+segments (the pre-venue total among them) from the Prometheus histograms, throughput and
+the platform's CPU time per order (psutil, whole process tree incl. PostgreSQL and NATS).
+The same rates drive three baselines: (a) a bare grpc.aio echo chain with the same six RPC
+hops (client->edge->entry->oms,risk,router at once->venue), (b) a durable asyncpg insert
+(fsync, synchronous_commit on) into the platform's PostgreSQL, (c) a JetStream publish to
+the platform's NATS (sync_interval always). Writes results/bench-<ts>.json/.md and
+results/latest.md.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from loadtests.harness import (
 )
 from loadtests.openloop import LoopResult, Operation, open_loop
 from loadtests.orders import order_specs, rest_body
-from loadtests.stats import summarize
+from loadtests.stats import in_path_order, summarize
 
 RATES = (25, 50, 100, 250, 500)
 NAMES = (metrics.SEGMENT_METRIC, metrics.HTTP_METRIC, metrics.GRPC_METRIC)
@@ -301,20 +302,8 @@ def segment_table(ours: dict[int, Any]) -> str:
     rows = []
     for rate, fig in ours.items():
         server = fig["server"]
-        for name, q in sorted(server["segments"].items()):
+        for name, q in in_path_order(server["segments"]):
             rows.append((rate, name, q["mean"], q["p50"], q["p95"], q["p99"]))
-        total = server["http"].get("/v1/orders")
-        if total:
-            rows.append(
-                (
-                    rate,
-                    "total (gateway HTTP)",
-                    total["mean"],
-                    total["p50"],
-                    total["p95"],
-                    total["p99"],
-                )
-            )
     return report.md_table(["rate/s", "segment", "mean ms", "P50", "P95", "P99"], rows)
 
 
@@ -324,7 +313,7 @@ def breakdown_table(ours: dict[int, Any]) -> str:
     for rate, fig in ours.items():
         srv = fig["server"]
         seg = {k: v["mean"] for k, v in srv["segments"].items()}
-        total = srv["http"].get("/v1/orders", {}).get("mean", math.nan)
+        total = seg.get("total", math.nan)
         submit = srv["grpc"].get("order-entry/SubmitOrder", {}).get("mean", math.nan)
         # OMS, risk and the router are asked at once: the slowest of them is on the path.
         decisions = max(seg.get(k, 0.0) for k in ("oms_validation", "pre_trade_risk", "routing"))
@@ -349,7 +338,7 @@ def breakdown_table(ours: dict[int, Any]) -> str:
         [
             "rate/s",
             "client mean",
-            "gateway total",
+            "pre-venue total",
             "gateway_auth",
             "gateway rest + hop to OE",
             "OE local (ids, DB commit, misc)",
@@ -444,6 +433,8 @@ of the same size.
 "Server P50" is the callee's handling time; "call RTT" is the caller-measured round trip
 (ours: order-entry's segment histograms; echo: entry's own timer). Server-side figures are
 Prometheus histogram interpolations (bucket bounds 0.5, 1, 2, 3, 5, 7.5, 10 ms ...).
+The pre-venue total is the gateway's segment from receipt to order entry's answer, over
+the orders handed to a venue only (shed, refused and blocked requests are not in it).
 CPU/op: ours = the whole `brokermesh up` process tree (11 services, PostgreSQL, NATS) per
 order; echo = the six echo processes; asyncpg = the PostgreSQL processes; JetStream = the
 nats-server. Client CPU is the bench process itself, which shares the 2 cores."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: The blueprint's pre-venue latency budget in milliseconds: segment -> (P95, P99).
 BLUEPRINT_MS: dict[str, tuple[float, float]] = {
@@ -14,6 +17,18 @@ BLUEPRINT_MS: dict[str, tuple[float, float]] = {
     "routing": (10.0, 25.0),
     "total": (60.0, 140.0),
 }
+
+#: The pre-venue segments in path order, as reports list them; ``total`` spans them all.
+SEGMENT_ORDER = ("gateway_auth", "oms_validation", "pre_trade_risk", "routing", "venue_handoff")
+
+
+def in_path_order(segments: Mapping[str, T]) -> list[tuple[str, T]]:
+    """``segments`` in path order, any unknown ones after, ``total`` last."""
+    rank = {name: i for i, name in enumerate(SEGMENT_ORDER)}
+    return sorted(
+        segments.items(), key=lambda kv: (kv[0] == "total", rank.get(kv[0], len(rank)), kv[0])
+    )
+
 
 #: Cumulative buckets of one histogram series: (upper bound ``le``, cumulative count).
 Buckets = Sequence[tuple[float, float]]

@@ -8,11 +8,13 @@ import pytest
 
 from loadtests.metrics import delta as series_delta
 from loadtests.metrics import parse, quantiles
+from loadtests.run_loadtest import judge
 from loadtests.stats import (
     BLUEPRINT_MS,
     bucket_delta,
     exit_code,
     histogram_quantile,
+    in_path_order,
     percentile,
     verdict,
 )
@@ -95,3 +97,32 @@ def test_a_breach_yields_a_non_zero_exit_code() -> None:
 
 def test_a_missing_segment_counts_as_a_breach() -> None:
     assert exit_code(verdict({})) == 1
+
+
+def test_segments_are_listed_in_path_order_with_the_total_last() -> None:
+    measured = {"total": 4, "routing": 3, "gateway_auth": 0, "extra": 9, "venue_handoff": 5}
+
+    assert [name for name, _ in in_path_order(measured)] == [
+        "gateway_auth",
+        "routing",
+        "venue_handoff",
+        "extra",
+        "total",
+    ]
+
+
+def _window(p95_ms: float, p99_ms: float) -> dict[str, float]:
+    return {"count": 10.0, "mean": p95_ms, "p50": p95_ms, "p95": p95_ms, "p99": p99_ms}
+
+
+def test_the_verdict_judges_the_total_the_gateway_records_not_its_http_histogram() -> None:
+    within = {name: _window(1.0, 2.0) for name in BLUEPRINT_MS if name != "total"}
+    # Fast 429s could pull the route's HTTP percentiles under budget; they must not count.
+    http = {"/v1/orders": _window(1.0, 2.0)}
+
+    slow_total = judge({"segments": {**within, "total": _window(61.0, 90.0)}, "http": http})
+    no_total = judge({"segments": within, "http": http})
+
+    assert exit_code(slow_total) == 1
+    assert [c.quantile for c in slow_total if not c.ok] == ["P95"]
+    assert exit_code(no_total) == 1
