@@ -20,6 +20,9 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
+from brokermesh.services.registry import MANIFESTS
+from loadtests import metrics
+from tests.deploy.budget import load_budget
 from tests.e2e.conftest import (
     BROKERMESH,
     CONTROL_PLANE_MODULE,
@@ -250,6 +253,38 @@ async def test_blueprint_order_fills_and_its_events_reach_jetstream_in_order(
     assert [event.event_id for _, _, event in messages] == [row["event_id"] for row in stored]
     assert [event.event_type for _, _, event in messages] == BLUEPRINT_EVENTS
     assert {event.trace_id for _, _, event in messages} == {placed["trace_id"]}
+
+
+def segment_counts(platform: Platform) -> dict[str, float]:
+    """Observations of each pre-venue segment so far, over every service's metrics."""
+    urls = [
+        f"http://127.0.0.1:{platform.layout.metrics_port(index)}/metrics"
+        for index in range(len(MANIFESTS))
+    ]
+    counts: dict[str, float] = {}
+    for key, series in metrics.scrape(urls, (metrics.SEGMENT_METRIC,))[
+        metrics.SEGMENT_METRIC
+    ].items():
+        segment = dict(key)["segment"]
+        counts[segment] = counts.get(segment, 0.0) + series.count
+    return counts
+
+
+def test_an_order_over_rest_is_observed_in_every_segment_an_slo_watches(
+    platform: Platform,
+) -> None:
+    # An SLO over a segment nobody records could never fire.
+    watched = [objective.segment for objective in load_budget().objectives]
+    before = segment_counts(platform)
+
+    response = place(platform, order_body())
+
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "ROUTED"
+    after = segment_counts(platform)
+    assert {s: after.get(s, 0.0) - before.get(s, 0.0) for s in watched} == dict.fromkeys(
+        watched, 1.0
+    )
 
 
 @pytest.mark.asyncio
