@@ -25,6 +25,7 @@ from brokermesh.platform.migrate import apply_migrations
 from brokermesh.platform.nats import LocalNats
 from brokermesh.platform.postgres import LocalPostgres
 from brokermesh.trading.v1 import order_pb2, validation_pb2, validation_pb2_grpc
+from tests.orderstream import limit_buy
 from tests.processes import ServiceProcess, eventually, free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
@@ -64,18 +65,7 @@ async def _prepare(postgres: LocalPostgres, server: LocalNats) -> None:
 
 
 def order(quantity: int) -> order_pb2.Order:
-    return order_pb2.Order(
-        order_id="ORD-20260316-00000009",
-        client_order_id="CO-9",
-        account_id=ACCOUNT,
-        advisor_id="ADV-1207",
-        symbol="AAPL",
-        side=common_pb2.SIDE_BUY,
-        quantity=quantity,
-        order_type=common_pb2.ORDER_TYPE_LIMIT,
-        limit_price="189.50",
-        time_in_force=common_pb2.TIME_IN_FORCE_DAY,
-    )
+    return limit_buy("ORD-20260316-00000009", quantity, ACCOUNT)
 
 
 def approval(
