@@ -24,11 +24,7 @@ from brokermesh.mesh.pipeline import violation_field
 from brokermesh.services.gateway import errors, jsonmap
 from brokermesh.services.gateway.auth import AuthError, Principal, TokenVerifier
 from brokermesh.services.gateway.entitlements import Entitlements
-from brokermesh.services.gateway.observability import (
-    observe_gateway_auth,
-    observe_prevenue_total,
-    request_info,
-)
+from brokermesh.services.gateway.observability import observe_segment, request_info
 from brokermesh.services.gateway.openapi import success_status
 from brokermesh.services.gateway.routes import HttpBinding, path_param_name
 from brokermesh.trading.v1 import order_entry_pb2
@@ -99,7 +95,7 @@ def make_endpoint(binding: HttpBinding, rpc: Rpc, guard: Guard) -> Endpoint:
         message = await _read_request(binding, request, request_class())
         _validate(message)
         guard.check_request(principal, message)
-        observe_gateway_auth(request.scope)
+        observe_segment(request.scope, "gateway_auth")
 
         try:
             answer = await rpc(message)
@@ -107,7 +103,7 @@ def make_endpoint(binding: HttpBinding, rpc: Rpc, guard: Guard) -> Endpoint:
             raise errors.from_rpc_error(exc) from exc
         guard.check_response(principal, answer)
         if ends_prevenue_path and _handed_to_venue(answer):
-            observe_prevenue_total(request.scope)
+            observe_segment(request.scope, "total")
         return _respond(binding, message, answer, request)
 
     endpoint.__name__ = binding.method.name

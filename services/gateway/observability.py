@@ -59,17 +59,12 @@ def request_info(scope: Scope) -> RequestInfo:
     return info
 
 
-def observe_gateway_auth(scope: Scope) -> None:
-    """Record the ``gateway_auth`` segment: receipt until just before the upstream call."""
+def observe_segment(scope: Scope, segment: str) -> None:
+    """Record ``segment`` of the pre-venue path as ending now, begun at the request's receipt:
+    ``gateway_auth`` just before the upstream call, ``total`` once order entry answered an
+    order whose NewOrderSingle is with the FIX engine."""
     elapsed = time.perf_counter() - request_info(scope).started
-    telemetry.PREVENUE_SEGMENT_SECONDS.labels("gateway_auth").observe(elapsed)
-
-
-def observe_prevenue_total(scope: Scope) -> None:
-    """Record the ``total`` segment: receipt until order entry's answer, which it gives only
-    once the order's NewOrderSingle is with the FIX engine."""
-    elapsed = time.perf_counter() - request_info(scope).started
-    telemetry.PREVENUE_SEGMENT_SECONDS.labels("total").observe(elapsed)
+    telemetry.PREVENUE_SEGMENT_SECONDS.labels(segment).observe(elapsed)
 
 
 class RequestTelemetry:
