@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 from brokermesh.mesh import server
 from brokermesh.services.trade_capture.app import TradeCaptureApp
 from brokermesh.services.trade_capture.manifest import MANIFEST as TRADE_CAPTURE
 from brokermesh.services.trade_capture.settings import TradeCaptureSettings
 from brokermesh.services.venue_sim.runner import run_venue
-from tests import processes
 from tests.processes import ServiceProcess, free_port
-
-T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -142,14 +138,3 @@ class VenueGatewayProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         return self._process.log_tail(lines)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    *,
-    timeout_s: float = 20.0,
-    interval_s: float = 0.1,
-) -> T:
-    """:func:`tests.processes.eventually`, with the longer patience a FIX round trip needs."""
-    return await processes.eventually(probe, accept, timeout_s=timeout_s, interval_s=interval_s)

@@ -17,11 +17,11 @@ from brokermesh.mesh.fix.journal import ExecutionJournal
 from brokermesh.trading.v1 import venue_pb2, venue_pb2_grpc
 from brokermesh.trading.v1.order_pb2 import Order
 from brokermesh.trading.v1.order_query_pb2 import OrderView
-from tests.processes import free_port
+from tests.processes import eventually, free_port
 from tests.trade_capture.support import new_order, record_routed, view_of
 
 from .conftest import Rig
-from .support import VenueGatewayProcess, eventually
+from .support import VenueGatewayProcess
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 
@@ -149,6 +149,7 @@ async def test_orders_the_venue_holds_are_settled_by_the_reconciler_in_their_tru
             "SELECT count(*) FROM venue_acknowledgements WHERE order_id = $1", resting.order_id
         ),
         lambda count: count == 1,
+        timeout_s=20,
     )
 
     # Assert

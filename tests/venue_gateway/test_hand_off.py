@@ -23,10 +23,10 @@ from brokermesh.services.order_entry.manifest import MANIFEST as ORDER_ENTRY
 from brokermesh.services.order_entry.service import PLATFORM, OrderEntry, _Trail
 from brokermesh.services.registry import clients_for
 from brokermesh.trading.v1 import trade_capture_pb2_grpc
+from tests.processes import eventually
 from tests.trade_capture.support import fill, new_order, view_of
 
 from .conftest import Rig
-from .support import eventually
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 

@@ -30,10 +30,10 @@ from brokermesh.platform.migrate import apply_migrations
 from brokermesh.services.venue_gateway.reports import ReportForwarder, to_record_request
 from brokermesh.trading.v1 import trade_capture_pb2_grpc
 from brokermesh.trading.v1.trade_capture_pb2 import ExecutionKind, VenueOrderStatus
-from tests.processes import free_port
+from tests.processes import eventually, free_port
 from tests.trade_capture.support import new_order, record_routed, view_of
 
-from .support import TradeCaptureServer, eventually
+from .support import TradeCaptureServer
 
 pytestmark = pytest.mark.timeout(120)
 
