@@ -20,8 +20,8 @@ import pytest
 from nats.js.api import DeliverPolicy
 
 from brokermesh.events.v1.order_events_pb2 import OrderEvent
-from brokermesh.services.registry import MANIFESTS
 from loadtests import metrics
+from loadtests.harness import Endpoints
 from tests.deploy.budget import load_budget
 from tests.e2e.conftest import (
     BROKERMESH,
@@ -257,10 +257,7 @@ async def test_blueprint_order_fills_and_its_events_reach_jetstream_in_order(
 
 def segment_counts(platform: Platform) -> dict[str, float]:
     """Observations of each pre-venue segment so far, over every service's metrics."""
-    urls = [
-        f"http://127.0.0.1:{platform.layout.metrics_port(index)}/metrics"
-        for index in range(len(MANIFESTS))
-    ]
+    urls = Endpoints(platform.data_dir, platform.offset).all_metrics_urls()
     counts: dict[str, float] = {}
     for key, series in metrics.scrape(urls, (metrics.SEGMENT_METRIC,))[
         metrics.SEGMENT_METRIC
