@@ -145,21 +145,38 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def _ports(offset: int) -> list[int]:
+    """Every port the platform listens on at ``offset``."""
+    layout = Layout(Path("/unused"), offset)
+    ports = [layout.postgres_port, layout.nats_port, layout.nats_monitor_port]
+    for index, manifest in enumerate(MANIFESTS):
+        ports += [
+            layout.grpc_port(manifest),
+            layout.metrics_port(index),
+            *layout.extra_ports(manifest).values(),
+        ]
+    return ports
+
+
+def _ephemeral_ports() -> set[int]:
+    """The ports the kernel hands to outgoing connections, which can take a port between
+    the check that it is free and the server's bind."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return set(range(int(low), int(high) + 1))
+
+
 def _free_offset() -> int:
-    """A port offset at which every port of every service, PostgreSQL and NATS is free."""
-    for _ in range(200):
-        offset = 3000 + random.randrange(0, 8000)
-        layout = Layout(Path("/unused"), offset)
-        ports = [layout.postgres_port, layout.nats_port, layout.nats_monitor_port]
-        for index, manifest in enumerate(MANIFESTS):
-            ports += [
-                layout.grpc_port(manifest),
-                layout.metrics_port(index),
-                *layout.extra_ports(manifest).values(),
-            ]
-        if max(ports) < 65536 and all(_port_free(port) for port in ports):
+    """A port offset at which every port of every service, PostgreSQL and NATS is free, and
+    none is one the kernel may give an outgoing connection meanwhile."""
+    ephemeral = _ephemeral_ports()
+    fitting = [o for o in range(3000, 65536) if max(_ports(o)) < 65536]
+    # Where the ephemeral range leaves no room (it spans nearly every port), take any.
+    usable = [o for o in fitting if not ephemeral.intersection(_ports(o))] or fitting
+    random.shuffle(usable)
+    for offset in usable[:200]:
+        if all(_port_free(port) for port in _ports(offset)):
             return offset
-    raise RuntimeError("no free port offset found")
+    raise RuntimeError("no port offset found at which every port of the platform is free")
 
 
 def _wait_for_log(platform: Platform, needles: tuple[str, ...], timeout_s: float) -> None:
